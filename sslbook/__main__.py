@@ -1,0 +1,3 @@
+from sslbook.cli import main
+
+raise SystemExit(main())
