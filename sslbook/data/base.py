@@ -1,0 +1,54 @@
+"""Dataset containers shared by every data source.
+
+Every data set in sslbook yields ``(image, label)`` with ``image`` a ``uint8`` tensor of shape
+``3×H×W`` and ``label`` an ``int``. Images become floats in [0, 1] only on the device, inside the
+view-making code of a method (see :mod:`sslbook.augment`), so a batch travels as bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+
+class DataError(RuntimeError):
+    """A data set is missing, malformed or unreadable. The message says what and where."""
+
+
+@dataclass
+class DataInfo:
+    """What a model needs to know about a data set: its classes, image size and channel statistics."""
+
+    name: str
+    classes: list[str]
+    image_size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class TensorImageDataset(Dataset):
+    """A data set held in memory: ``images`` N×3×H×W uint8, ``labels`` N int64 (−1 = unlabelled)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DataInfo):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise DataError(f"expected N×3×H×W uint8 images, got {tuple(images.shape)} {images.dtype}")
+        if len(images) != len(labels):
+            raise DataError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels.long()
+        self.info = info
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+    def subset(self, index: torch.Tensor) -> "TensorImageDataset":
+        return TensorImageDataset(self.images[index], self.labels[index], self.info)
