@@ -1,0 +1,34 @@
+"""The method registry: ``name -> "module:Class"``. Adding a method is one file and one line here."""
+from __future__ import annotations
+
+import importlib
+
+from sslbook.methods.base import Method
+
+REGISTRY: dict[str, str | type[Method]] = {
+    "supervised": "sslbook.methods.supervised:Supervised",
+}
+
+
+def list_methods() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
+    entry = REGISTRY[name]
+    if not isinstance(entry, str):
+        return entry
+    module, cls = entry.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def register(name: str, cls: type[Method]) -> None:
+    """Add a method defined elsewhere (a notebook, an exercise, a test) so the trainer can run it by name."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"{cls!r} is not a subclass of sslbook.methods.Method")
+    REGISTRY[name] = cls
+
+
+__all__ = ["Method", "REGISTRY", "get_method", "list_methods", "register"]

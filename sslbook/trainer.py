@@ -1,0 +1,280 @@
+"""One training loop for every method.
+
+The trainer knows nothing about any method: it builds the data, the backbone and the method named in
+the config, then drives the method through its three hooks (see :mod:`sslbook.methods.base`). It does
+the rest once for all: device and bf16 autocast, DistributedDataParallel under ``torchrun``, the
+cosine learning-rate schedule with warm-up, a progress bar, a stop with a clear message on a NaN/Inf
+loss, atomic checkpoints every epoch, exact resumption, and evaluation of the backbone at the end.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
+from tqdm import tqdm
+
+from sslbook import __version__
+from sslbook import checkpoint as ckpt_io
+from sslbook import distributed as dist
+from sslbook.augment import to_float
+from sslbook.config import TrainConfig, resolve
+from sslbook.data.base import DataInfo
+from sslbook.data.registry import load_dataset, pretrain_split
+from sslbook.methods import get_method
+from sslbook.models import build_backbone
+from sslbook.optim import build_optimizer
+from sslbook.schedules import cosine_schedule
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf; the message names the step."""
+
+
+@dataclass
+class TrainResult:
+    method: torch.nn.Module  # the trained method; its representation is ``method.backbone``
+    config: TrainConfig
+    history: list[dict] = field(default_factory=list)  # one dict per logged step
+    metrics: dict = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        return self.method.backbone
+
+
+def build_method(cfg: TrainConfig, info: DataInfo) -> torch.nn.Module:
+    """The method named by ``cfg`` around a fresh backbone (seeded, so every process starts equal)."""
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.backbone, info)
+    return get_method(cfg.method)(backbone, info, cfg.image_size, **cfg.method_kwargs)
+
+
+class _ViewCollate:
+    """Makes the views inside DataLoader workers (``augment_on="loader"``): same code, CPU side."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def __call__(self, batch):
+        images, labels = default_collate(batch)
+        return self.method.make_views(to_float(images), labels), labels
+
+
+def _to_device(views, device):
+    if isinstance(views, torch.Tensor):
+        return views.to(device, non_blocking=True)
+    if isinstance(views, (list, tuple)):
+        return type(views)(_to_device(v, device) for v in views)
+    if isinstance(views, dict):
+        return {k: _to_device(v, device) for k, v in views.items()}
+    return views
+
+
+def eval_sets(cfg: TrainConfig):
+    """The labelled train and test splits used by the evaluation protocols."""
+    kwargs = dict(image_size=cfg.image_size, **cfg.data_kwargs)
+    return load_dataset(cfg.data, "train", **kwargs), load_dataset(cfg.data, "test", **kwargs)
+
+
+def evaluate_backbone(backbone, cfg: TrainConfig, protocols=None, train_set=None, test_set=None, progress=False) -> dict:
+    """Run the config's evaluation protocols on ``backbone``; fractions in [0, 1]."""
+    from sslbook.evaluation import evaluate
+
+    if train_set is None or test_set is None:
+        train_set, test_set = eval_sets(cfg)
+    return evaluate(
+        backbone, train_set, test_set,
+        protocols=tuple(protocols or cfg.eval_protocols),
+        k=cfg.knn_k, temperature=cfg.knn_temperature,
+        linear_epochs=cfg.linear_epochs, batch_size=cfg.eval_batch_size, progress=progress,
+    )
+
+
+def train(method: str, preset: str | None = None, callbacks=(), **overrides) -> TrainResult:
+    """Train ``method`` at ``preset`` (default: the book's current preset) with config overrides.
+
+    >>> result = train("supervised", epochs=2, out="runs/sup")
+    >>> result.metrics["knn_top1"]
+    """
+    return run(resolve(method, preset, **overrides), callbacks=callbacks)
+
+
+def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
+    device = dist.init()
+    main = dist.is_main()
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {world} processes")
+
+    train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
+    info = train_set.info
+    method = build_method(cfg, info).to(device)
+    if device.type == "cuda" and cfg.backbone.startswith("resnet"):
+        method = method.to(memory_format=torch.channels_last)
+    model = dist.wrap_ddp(method, device, sync_bn=cfg.sync_bn)
+
+    per_process = cfg.batch_size // world
+    if len(train_set) < cfg.batch_size:
+        raise ValueError(f"the training set has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=dist.rank(), shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(
+        train_set, batch_size=per_process, sampler=sampler, drop_last=True,
+        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+        collate_fn=_ViewCollate(method) if cfg.augment_on == "loader" else None,
+    )
+    steps_per_epoch = len(loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    # The linear scaling rule: lr = base_lr × batch / 256 (Goyal et al. 2017), batch = the global batch.
+    lr = cfg.base_lr * cfg.batch_size / 256
+    lr_schedule = cosine_schedule(lr, lr * cfg.min_lr_ratio, total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
+    optimizer = build_optimizer(cfg.optimizer, method, lr, cfg.weight_decay, cfg.momentum)
+
+    out = Path(cfg.out) if cfg.out else None
+    start_epoch, step, history, metrics = 0, 0, [], {}
+    done_epochs = 0
+    torch.manual_seed(cfg.seed + 1 + dist.rank())  # augmentation randomness differs between processes
+    if cfg.resume and out is not None and (out / "last.pt").is_file():
+        state = ckpt_io.load(out / "last.pt")
+        _check_resumable(state["config"], cfg)
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        done_epochs = start_epoch
+        ckpt_io.set_rng_state(state["rng"][dist.rank()] if isinstance(state["rng"], list) else state["rng"])
+        if main:
+            print(f"resuming {cfg.method} from {out / 'last.pt'}: epoch {start_epoch}/{cfg.epochs}, step {step}", file=sys.stderr)
+    elif cfg.resume and main:
+        print(f"--resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
+
+    use_amp = cfg.amp and device.type == "cuda"
+    check_every = 1 if device.type == "cpu" else max(1, cfg.log_every)
+    ckpt_path = out / "last.pt" if out is not None else None
+
+    def save(epoch: int) -> None:
+        if ckpt_path is None:
+            return
+        rng = ckpt_io.rng_state()
+        if world > 1:  # each process's RNG state, so every process resumes its own stream
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, rng)
+            rng = gathered
+        if main:
+            ckpt_io.save_atomic(
+                dict(format=ckpt_io.FORMAT, version=__version__, config=cfg.to_dict(), info=_info_dict(info),
+                     method=method.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch, step=step,
+                     rng=rng, history=history, metrics=metrics),
+                ckpt_path,
+            )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if step >= total_steps:
+            break
+        sampler.set_epoch(epoch)
+        model.train()
+        bar = tqdm(total=min(steps_per_epoch, total_steps - step), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (main and cfg.progress), file=sys.stderr, mininterval=1.0, leave=True)
+        pending: list[tuple[int, torch.Tensor, dict]] = []
+        t0, seen = time.perf_counter(), 0
+        for images, labels in loader:
+            if step >= total_steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = float(lr_schedule[step])
+            labels = labels.to(device, non_blocking=True)
+            if cfg.augment_on == "loader":
+                views = _to_device(images, device)
+            else:
+                views = method.make_views(to_float(images.to(device, non_blocking=True)), labels)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                outputs = model(views, labels)
+            loss = outputs["loss"]
+            pending.append((step, loss.detach().float(), {k: v.detach().float() for k, v in outputs.items() if k != "loss"}))
+            if (step + 1) % check_every == 0:
+                _check_finite(pending, epoch, ckpt_path)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+            optimizer.step()
+            extra = method.on_step_end(step, total_steps)
+            step += 1
+            seen += per_process * world
+            if step % cfg.log_every == 0:
+                history.extend(_flush(pending, epoch, lr_schedule, extra, check_ckpt=ckpt_path))
+                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.update(1)
+        if pending:
+            history.extend(_flush(pending, epoch, lr_schedule, {}, check_ckpt=ckpt_path))
+        bar.close()
+        done_epochs = epoch + 1
+        save(done_epochs)
+        for cb in callbacks:
+            cb(epoch + 1, method, history)
+
+    if main:
+        train_eval, test_eval = eval_sets(cfg)
+        metrics = evaluate_backbone(method.backbone, cfg, train_set=train_eval, test_set=test_eval)
+        metrics = {k: float(v) for k, v in metrics.items()}
+    save(done_epochs)  # again, now with the metrics
+    dist.barrier()
+    return TrainResult(method, cfg, history, metrics, ckpt_path)
+
+
+def _check_finite(pending, epoch, ckpt_path) -> None:
+    losses = torch.stack([loss for _, loss, _ in pending])
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        step, value = pending[i][0], float(losses[i])
+        where = f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None and ckpt_path.exists() else ""
+        raise NonFiniteLossError(
+            f"loss is {value} at step {step} (epoch {epoch + 1}); stopping the run{where}. "
+            "Lower the learning rate, add --grad-clip, or check the input data."
+        )
+
+
+def _flush(pending, epoch, lr_schedule, extra, check_ckpt) -> list[dict]:
+    """Turn the pending per-step tensors into logged floats (one device sync per log interval)."""
+    _check_finite(pending, epoch, check_ckpt)
+    rows = []
+    for step, loss, others in pending:
+        row = {"step": step + 1, "epoch": epoch + 1, "loss": float(loss), "lr": float(lr_schedule[step])}
+        row.update({k: float(v) for k, v in others.items()})
+        rows.append(row)
+    rows[-1].update({k: float(v) for k, v in extra.items()})
+    pending.clear()
+    return rows
+
+
+def _info_dict(info: DataInfo) -> dict:
+    return dict(name=info.name, classes=list(info.classes), image_size=info.image_size,
+                mean=list(info.mean), std=list(info.std))
+
+
+def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
+    for key in ("method", "data", "backbone", "image_size", "batch_size", "method_kwargs"):
+        if saved.get(key) != getattr(cfg, key) and not (isinstance(saved.get(key), (list, tuple)) and list(saved[key]) == list(getattr(cfg, key))):
+            raise ValueError(
+                f"--resume: the checkpoint was trained with {key}={saved.get(key)!r}, this run asks for "
+                f"{key}={getattr(cfg, key)!r}; use another --out folder or the same settings"
+            )
+
+
+def load_trained(path, device="cpu") -> TrainResult:
+    """Rebuild a trained method from a checkpoint (``weights_only=True``, so loading runs no code)."""
+    state = ckpt_io.load(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    i = state["info"]
+    info = DataInfo(i["name"], list(i["classes"]), i["image_size"], tuple(i["mean"]), tuple(i["std"]))
+    method = build_method(cfg, info)
+    method.load_state_dict(state["method"])
+    return TrainResult(method.to(device).eval(), cfg, list(state["history"]), dict(state["metrics"]), Path(path))
