@@ -1,0 +1,139 @@
+"""Command line: ``python -m sslbook {list,train,eval}``.
+
+    python -m sslbook list
+    python -m sslbook train METHOD [--data NAME|folder:PATH] [--preset tiny|full] [--epochs N]
+                                   [--batch-size B] [--max-steps N] [--out DIR] [--resume]
+    python -m sslbook eval CHECKPOINT [--data NAME] [--protocol knn|linear|kmeans|finetune]
+
+``train`` prints, as its last line, one JSON object with the method, epochs and the metrics
+(``knn_top1``, ``linear_top1``: fractions in [0, 1]). ``--epochs 0`` evaluates the untrained backbone,
+the random-init baseline. Under ``torchrun --nproc_per_node=K`` the same command trains with DDP.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sslbook.checkpoint import CheckpointError
+from sslbook.data.base import DataError
+
+
+def _parser() -> argparse.ArgumentParser:
+    from sslbook.config import PRESETS
+    from sslbook.methods import list_methods
+
+    p = argparse.ArgumentParser(prog="python -m sslbook", description="Self-supervised learning, from scratch.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the available methods, one name a line")
+
+    t = sub.add_parser("train", help="train a method, evaluate it, print a JSON line of metrics")
+    t.add_argument("method", help=f"one of: {', '.join(list_methods())}")
+    t.add_argument("--data", help="shapes (default at tiny), cifar10, cifar100, stl10, imagenet or folder:PATH")
+    t.add_argument("--download", action="store_true", help="let torchvision fetch CIFAR/STL-10 into the data folder")
+    t.add_argument("--preset", choices=sorted(PRESETS), help="tiny (CPU, minutes) or full (paper scale); default $SSLBOOK_PRESET or tiny")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
+    t.add_argument("--lr", type=float, dest="base_lr", help="base learning rate for batch 256 (scaled linearly)")
+    t.add_argument("--backbone")
+    t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    t.add_argument("--workers", type=int, dest="num_workers")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--grad-clip", type=float)
+    t.add_argument("--out", help="checkpoint folder (last.pt is written atomically every epoch)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method argument, e.g. --set temperature=0.2 (value parsed as JSON when it can be)")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint's backbone")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", help="evaluate on another data set than the one trained on")
+    e.add_argument("--download", action="store_true")
+    e.add_argument("--protocol", choices=["knn", "linear", "kmeans", "finetune"], default="knn")
+    e.add_argument("--label-fraction", type=float, default=0.1, help="finetune: fraction of labels used")
+    e.add_argument("--epochs", type=int, default=None, help="finetune / linear epochs")
+    return p
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            from sslbook.methods import list_methods
+
+            print("\n".join(list_methods()))
+            return 0
+        if args.command == "train":
+            return _train(args)
+        return _eval(args)
+    except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _train(args) -> int:
+    from sslbook import distributed as dist
+    from sslbook.config import resolve
+    from sslbook.trainer import run
+
+    overrides = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "base_lr", "backbone", "max_steps",
+                                                "num_workers", "seed", "grad_clip", "out", "progress")}
+    cfg = resolve(args.method, args.preset, resume=args.resume or None, method_kwargs=_parse_set(args.set), **overrides)
+    if args.download:
+        from sslbook.data import load_dataset
+
+        if dist.is_main():
+            load_dataset(cfg.data, "train", download=True, image_size=cfg.image_size)
+            load_dataset(cfg.data, "test", download=True, image_size=cfg.image_size)
+    result = run(cfg)
+    if dist.is_main():
+        print(json.dumps({"method": cfg.method, "preset": cfg.preset, "data": cfg.data, "backbone": cfg.backbone,
+                          "epochs": cfg.epochs, "steps": len(result.history) and result.history[-1]["step"],
+                          "checkpoint": str(result.checkpoint) if result.checkpoint else None, **result.metrics}))
+    dist.cleanup()
+    return 0
+
+
+def _eval(args) -> int:
+    from dataclasses import replace
+
+    from sslbook import evaluation
+    from sslbook.trainer import eval_sets, load_trained
+
+    trained = load_trained(args.checkpoint)
+    cfg = trained.config
+    if args.data and args.data != cfg.data:
+        cfg = replace(cfg, data=args.data, data_kwargs={})
+    train_set, test_set = eval_sets(cfg)
+    if args.download:
+        from sslbook.data import load_dataset
+
+        load_dataset(cfg.data, "train", download=True, image_size=cfg.image_size)
+    backbone = trained.backbone
+    out = {"checkpoint": args.checkpoint, "method": cfg.method, "data": cfg.data, "protocol": args.protocol}
+    if args.protocol == "finetune":
+        kw = {"epochs": args.epochs} if args.epochs else {}
+        res = evaluation.finetune(backbone, train_set, test_set, label_fraction=args.label_fraction, progress=True, **kw)
+        out.update(label_fraction=args.label_fraction, finetune_top1=float(res["top1"]))
+    else:
+        if args.epochs:
+            cfg = replace(cfg, linear_epochs=args.epochs)
+        from sslbook.trainer import evaluate_backbone
+
+        out.update(evaluate_backbone(backbone, cfg, protocols=(args.protocol,), train_set=train_set, test_set=test_set, progress=True))
+    print(json.dumps(out))
+    return 0

@@ -1,0 +1,56 @@
+"""Run by tests/test_distributed.py under `torchrun --nproc_per_node=2` (gloo, CPU).
+
+Writes what it measured to OUT/rank{R}.json; the test asserts on those files.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as tdist
+
+from sslbook import distributed as dist
+
+out_dir = Path(sys.argv[1])
+data_root = sys.argv[2]
+device = dist.init()
+rank, world = dist.rank(), dist.world_size()
+result = {"rank": rank, "world": world, "backend": tdist.get_backend()}
+
+# 1. all_gather_with_grad: values from every process, gradients back to their owner.
+x = (torch.arange(4.0) + 10 * rank).requires_grad_()
+gathered = dist.all_gather_with_grad(x)
+weights = torch.arange(4.0 * world)
+(gathered * weights).sum().backward()
+result["gathered"] = gathered.tolist()
+# every process's loss uses this process's slice with the same weights: the gradient is world × slice
+result["grad_ok"] = torch.allclose(x.grad, world * weights[4 * rank: 4 * rank + 4])
+
+# 2. A DDP step on half the batch per process equals one step on the whole batch in one process.
+torch.manual_seed(0)
+X, Y = torch.randn(16, 5), torch.randn(16, 3)
+net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+ref = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+ref.load_state_dict(net.state_dict())
+ddp = dist.wrap_ddp(net, device)
+opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+half = slice(8 * rank, 8 * rank + 8)
+torch.nn.functional.mse_loss(ddp(X[half]), Y[half]).backward()
+opt.step()
+ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+torch.nn.functional.mse_loss(ref(X), Y).backward()
+ref_opt.step()
+result["ddp_max_diff"] = max(float((a - b).abs().max()) for a, b in zip(net.parameters(), ref.parameters()))
+
+# 3. The sslbook trainer, unchanged, under torchrun: same weights everywhere, rank-0 checkpoint.
+from sslbook.trainer import train  # noqa: E402
+
+res = train("supervised", preset="tiny", data="shapes", backbone="convnet_small", batch_size=64, epochs=1,
+            max_steps=3, data_kwargs=dict(n_train=256, n_test=128, root=data_root), eval_protocols=("knn",),
+            progress=False, out=str(out_dir / "run"))
+flat = torch.cat([p.detach().flatten() for p in res.method.parameters()])
+result["param_checksum"] = float(flat.double().sum())
+result["steps"] = [h["step"] for h in res.history]
+result["metrics"] = res.metrics
+(out_dir / f"rank{rank}.json").write_text(json.dumps(result))
+dist.cleanup()

@@ -1,0 +1,175 @@
+"""The trainer: exact resumption, NaN stop, safe checkpoints, schedules, the CLI contract."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sslbook import checkpoint as ckpt_io
+from sslbook.config import resolve
+from sslbook.methods import Method, register
+from sslbook.methods.supervised import Supervised
+from sslbook.schedules import cosine_schedule
+from sslbook.trainer import NonFiniteLossError, load_trained, train
+
+
+def _params(module):
+    return torch.cat([p.detach().flatten() for p in module.state_dict().values() if p.is_floating_point()])
+
+
+def test_resume_equals_uninterrupted(small, tmp_path):
+    full = train("supervised", out=str(tmp_path / "a"), epochs=3, **{k: v for k, v in small.items() if k != "epochs"})
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(epoch, method, history):
+        if epoch == 1:
+            raise Interrupt
+
+    cfg = {k: v for k, v in small.items() if k != "epochs"}
+    with pytest.raises(Interrupt):
+        train("supervised", out=str(tmp_path / "b"), epochs=3, callbacks=[stop_after_first], **cfg)
+    assert ckpt_io.load(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = train("supervised", out=str(tmp_path / "b"), epochs=3, resume=True, **cfg)
+
+    assert torch.equal(_params(full.method), _params(resumed.method))
+    assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
+    assert full.metrics == resumed.metrics
+
+
+def test_resume_refuses_other_settings(small, tmp_path):
+    train("supervised", out=str(tmp_path), **small)
+    with pytest.raises(ValueError, match="backbone"):
+        train("supervised", out=str(tmp_path), resume=True, **{**small, "backbone": "convnet"})
+
+
+class NaNAtStep3(Supervised):
+    """Supervised, except that the loss turns NaN at the fourth step (index 3)."""
+
+    name = "nan_test"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, views, labels):
+        out = super().forward(views, labels)
+        self.calls += 1
+        if int(self.calls) == 4:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+def test_nan_loss_stops_naming_the_step(small, tmp_path):
+    register("nan_test", NaNAtStep3)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 \(epoch 1\)"):
+        train("nan_test", out=str(tmp_path), **small)
+
+
+def test_register_refuses_non_methods():
+    with pytest.raises(TypeError):
+        register("bad", dict)
+
+
+def test_checkpoint_is_weights_only_and_atomic(small, tmp_path):
+    result = train("supervised", out=str(tmp_path), **small)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)  # raises if anything but plain data is inside
+    assert state["format"] == ckpt_io.FORMAT and state["epoch"] == small["epochs"]
+    assert state["metrics"]["knn_top1"] == result.metrics["knn_top1"]
+    assert state["config"]["method"] == "supervised"
+    assert not list(tmp_path.glob("*.tmp"))
+    again = load_trained(tmp_path / "last.pt")
+    assert torch.equal(_params(again.method), _params(result.method))
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    ckpt_io.save_atomic({"format": ckpt_io.FORMAT, "x": torch.ones(3)}, path)
+
+    class Boom:
+        def __reduce__(self):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ckpt_io.save_atomic({"format": ckpt_io.FORMAT, "x": Boom()}, path)
+    assert torch.equal(ckpt_io.load(path)["x"], torch.ones(3))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(ckpt_io.CheckpointError, match="not found"):
+        ckpt_io.load(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ckpt_io.CheckpointError, match="cannot read"):
+        ckpt_io.load(tmp_path / "junk.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
+    with pytest.raises(ckpt_io.CheckpointError, match="not an sslbook checkpoint"):
+        ckpt_io.load(tmp_path / "other.pt")
+
+
+def test_max_steps_and_schedule(small):
+    result = train("supervised", max_steps=3, **small)
+    assert [h["step"] for h in result.history] == [1, 2, 3]
+    lr = cosine_schedule(1.0, 0.0, total_steps=10, warmup_steps=2)
+    assert len(lr) == 10 and lr[1] == pytest.approx(1.0) and lr[0] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(lr[1:].tolist(), lr[2:].tolist())) and lr[-1] > 0
+
+
+def test_resolve_merges_preset_recipe_overrides():
+    cfg = resolve("supervised", "tiny", epochs=7, batch_size=None)
+    assert cfg.epochs == 7 and cfg.batch_size == 256 and cfg.data == "shapes"
+    full = resolve("supervised", "full")
+    assert full.data == "cifar10" and full.backbone == "resnet18_cifar"
+    assert resolve("supervised", "tiny", data="cifar10").data_kwargs == {}
+    with pytest.raises(TypeError, match="unknown training options"):
+        resolve("supervised", "tiny", no_such_option=1)
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve("supervised", "huge")
+
+
+def test_supervised_learns(small, shapes_root):
+    """A sanity check of the whole loop: supervised training beats its own random init."""
+    cfg = {**small, "data_kwargs": dict(n_train=1000, n_test=300, root=str(shapes_root))}
+    cfg.pop("epochs")
+    base = train("supervised", epochs=0, **cfg)
+    trained = train("supervised", epochs=5, **cfg)
+    assert trained.metrics["knn_top1"] > base.metrics["knn_top1"] + 0.1
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "sslbook", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_cli_list():
+    out = _cli("list")
+    assert out.returncode == 0 and "supervised" in out.stdout.split()
+
+
+def test_cli_train_prints_json_last_line(shapes_root, tmp_path, monkeypatch):
+    import os
+
+    env = {**os.environ, "SSLBOOK_DATA": str(shapes_root)}
+    # The tiny preset's own data-set size; the data is generated once and cached under shapes_root.
+    out = _cli("train", "supervised", "--epochs", "0", "--out", str(tmp_path), "--no-progress", env=env)
+    assert out.returncode == 0, out.stderr
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert last["method"] == "supervised" and last["epochs"] == 0
+    assert 0 <= last["knn_top1"] <= 1 and 0 <= last["linear_top1"] <= 1
+    ev = _cli("eval", str(tmp_path / "last.pt"), "--protocol", "knn", env=env)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["knn_top1"] == pytest.approx(last["knn_top1"])
+
+
+def test_cli_bad_inputs(tmp_path):
+    import os
+
+    env = {**os.environ, "SSLBOOK_DATA": str(tmp_path)}
+    out = _cli("train", "supervised", "--data", "cifar10", "--epochs", "0", env=env)
+    assert out.returncode == 2
+    assert "cifar-10-batches-py" in out.stderr and "--download" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("train", "no_such_method", env=env)
+    assert out.returncode == 2 and "unknown method" in out.stderr
+    out = _cli("eval", str(tmp_path / "nothing.pt"), env=env)
+    assert out.returncode == 2 and "checkpoint not found" in out.stderr
