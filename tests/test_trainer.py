@@ -173,3 +173,42 @@ def test_cli_bad_inputs(tmp_path):
     assert out.returncode == 2 and "unknown method" in out.stderr
     out = _cli("eval", str(tmp_path / "nothing.pt"), env=env)
     assert out.returncode == 2 and "checkpoint not found" in out.stderr
+
+
+class MultiCropToy(Method):
+    """Views of two sizes (one 32 px global crop, two 16 px local crops), as multi-crop methods make."""
+
+    name = "multicrop_toy"
+
+    def __init__(self, backbone, info, image_size):
+        super().__init__(backbone, info, image_size)
+        self.head = torch.nn.Linear(backbone.out_dim, 8)
+
+    @torch.no_grad()
+    def make_views(self, images, labels):
+        from sslbook.augment import random_resized_crop
+
+        return [random_resized_crop(images, 32, (0.4, 1.0))] + [random_resized_crop(images, 16, (0.05, 0.4)) for _ in range(2)]
+
+    def forward(self, views, labels):
+        outs = [self.head(self.backbone(v)) for v in views]
+        loss = sum((o - outs[0].detach()).pow(2).mean() for o in outs[1:]) + outs[0].pow(2).mean()
+        return {"loss": loss, "sizes": torch.tensor(float(sum(v.shape[-1] for v in views)))}
+
+
+@pytest.mark.parametrize("augment_on,workers", [("device", 0), ("loader", 0), ("loader", 2)])
+def test_views_of_different_sizes_on_device_or_in_workers(small, augment_on, workers):
+    register("multicrop_toy", MultiCropToy)
+    result = train("multicrop_toy", max_steps=2, augment_on=augment_on, **{**small, "num_workers": workers})
+    assert [h["sizes"] for h in result.history] == [64.0, 64.0]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+
+
+def test_cli_eval_protocols_in_process(small, tmp_path, capsys):
+    from sslbook.cli import main
+
+    train("supervised", out=str(tmp_path), **small)
+    for protocol, key in [("kmeans", "nmi"), ("linear", "linear_top1"), ("finetune", "finetune_top1")]:
+        assert main(["eval", str(tmp_path / "last.pt"), "--protocol", protocol, "--epochs", "2"]) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert 0 <= out[key] <= 1 and out["protocol"] == protocol
