@@ -42,7 +42,36 @@ torch.nn.functional.mse_loss(ref(X), Y).backward()
 ref_opt.step()
 result["ddp_max_diff"] = max(float((a - b).abs().max()) for a, b in zip(net.parameters(), ref.parameters()))
 
-# 3. The sslbook trainer, unchanged, under torchrun: same weights everywhere, rank-0 checkpoint.
+# 3. Contrastive losses see every process's negatives: the mean of the per-process losses equals the
+#    one-process loss on the whole batch, and each process's gradient is world x its rows of the full one.
+import sslbook.losses as losses_mod  # noqa: E402
+from sslbook.losses import info_nce, nt_xent  # noqa: E402
+
+
+def one_process(fn, *args, **kwargs):
+    """The loss as a single process computes it (no gathering): the reference."""
+    saved, losses_mod._world = losses_mod._world, lambda: (0, 1)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        losses_mod._world = saved
+
+
+torch.manual_seed(1)
+Z1, Z2 = torch.randn(8, 6), torch.randn(8, 6)
+rows = slice(4 * rank, 4 * rank + 4)
+z1 = Z1[rows].clone().requires_grad_()
+local = nt_xent(z1, Z2[rows], temperature=0.5)
+local.backward()
+full_z1 = Z1.clone().requires_grad_()
+full = one_process(nt_xent, full_z1, Z2, temperature=0.5)
+full.backward()
+result["nt_xent_diff"] = abs(float(dist.all_reduce_mean(local.detach())) - float(full))
+result["nt_xent_grad_diff"] = float((z1.grad / world - full_z1.grad[rows]).abs().max())
+moco_local = info_nce(Z1[rows], Z2[rows], None, temperature=0.2)
+result["info_nce_diff"] = abs(float(dist.all_reduce_mean(moco_local)) - float(one_process(info_nce, Z1, Z2, None, temperature=0.2)))
+
+# 4. The sslbook trainer, unchanged, under torchrun: same weights everywhere, rank-0 checkpoint.
 from sslbook.trainer import train  # noqa: E402
 
 res = train("supervised", preset="tiny", data="shapes", backbone="convnet_small", batch_size=64, epochs=1,

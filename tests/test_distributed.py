@@ -32,6 +32,8 @@ def test_torchrun_two_processes(tmp_path, shapes_root):
     assert r0["gathered"] == r1["gathered"] == [0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0]
     assert r0["grad_ok"] and r1["grad_ok"]
     assert r0["ddp_max_diff"] < 1e-6 and r1["ddp_max_diff"] < 1e-6
+    for r in (r0, r1):  # SimCLR's and MoCo v3's losses gather every process's embeddings
+        assert r["nt_xent_diff"] < 1e-5 and r["nt_xent_grad_diff"] < 1e-6 and r["info_nce_diff"] < 1e-5
     assert r0["param_checksum"] == r1["param_checksum"]  # DDP kept the replicas identical
     assert r0["steps"] == [1, 2, 3]
     assert "knn_top1" in r0["metrics"] and r1["metrics"] == {}  # only rank 0 evaluates
