@@ -8,7 +8,7 @@ The chapters of the book import this package; the package never imports the book
 """
 __version__ = "0.1.0"
 
-from sslbook.config import current_preset, get_preset  # noqa: E402
+from sslbook.config import current_preset, get_preset, run_dir  # noqa: E402
 from sslbook.methods import list_methods  # noqa: E402
 
 
@@ -19,4 +19,4 @@ def train(method: str, **overrides):
     return _train(method, **overrides)
 
 
-__all__ = ["__version__", "current_preset", "get_preset", "list_methods", "train"]
+__all__ = ["__version__", "current_preset", "get_preset", "list_methods", "run_dir", "train"]

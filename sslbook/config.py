@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 
 PRESET_ENV = "SSLBOOK_PRESET"
+RUNS_ENV = "SSLBOOK_RUNS"
+_REPO = Path(__file__).resolve().parents[1]
+# runs/ beside the package in a checkout; a user cache folder when sslbook is installed elsewhere
+_REPO_RUNS = _REPO / "runs" if (_REPO / "pyproject.toml").is_file() else Path.home() / ".cache" / "sslbook" / "runs"
 
 
 @dataclass
@@ -112,6 +117,20 @@ def current_preset() -> str:
     if name not in PRESETS:
         raise ValueError(f"{PRESET_ENV}={name!r} is not a preset; choose one of {sorted(PRESETS)}")
     return name
+
+
+def run_dir(name: str, preset: str | None = None) -> str:
+    """Where the book keeps the run called ``name`` at ``preset``: ``$SSLBOOK_RUNS/<preset>/<name>``
+    (default: the repository's ``runs/`` folder, git-ignored).
+
+    Chapters train with ``train(method, out=run_dir(name), resume=True)``: the first chapter that
+    needs a run trains it and checkpoints it; a later chapter (or a re-execution) that asks for the
+    same run with the same settings finds the finished checkpoint, loads it and only re-evaluates
+    ("train, or load what was trained"). Delete the folder to train again.
+    """
+    preset = preset or current_preset()
+    root = Path(os.environ[RUNS_ENV]) if os.environ.get(RUNS_ENV) else _REPO_RUNS
+    return str(root / preset / name)
 
 
 def get_preset(name: str | None = None) -> dict:
