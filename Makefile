@@ -40,5 +40,5 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab chapters
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache runs
 	find . -name __pycache__ -prune -exec rm -rf {} +
