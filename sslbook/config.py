@@ -108,6 +108,30 @@ RECIPES: dict[str, dict[str, dict]] = {
         # Full: the standard CIFAR ResNet-18 recipe (SGD 0.1, momentum 0.9, wd 5e-4, 200 epochs, batch 128).
         "full": dict(optimizer="sgd", base_lr=0.2, weight_decay=5e-4, epochs=200, batch_size=128),
     },
+    "byol": {
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=15, warmup_epochs=1,
+                     method_kwargs=dict(proj_dim=128, hidden_dim=512, base_momentum=0.99, blur_p=(0.0, 0.0))),
+        # Full: solo-learn's CIFAR BYOL (LARS lr 1.0 × batch/256, wd 1e-5, τ 0.99 → 1, 10 warm-up epochs,
+        # 1000 epochs, projector 4096 → 256); no blur at 32 px.
+        "full": dict(optimizer="lars", base_lr=1.0, weight_decay=1e-5, epochs=1000, batch_size=256, warmup_epochs=10,
+                     method_kwargs=dict(proj_dim=256, hidden_dim=4096, base_momentum=0.99, blur_p=(0.0, 0.0))),
+    },
+    "simsiam": {
+        "tiny": dict(optimizer="sgd", base_lr=0.06, weight_decay=5e-4, epochs=15,
+                     method_kwargs=dict(proj_dim=512, pred_hidden=128)),
+        # Full: the paper's CIFAR-10 setting (Chen & He 2021, App. D): SGD lr 0.03 × batch/256, wd 5e-4,
+        # momentum 0.9, batch 512, 800 epochs, projector 2048 (2 layers), predictor hidden 512.
+        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=5e-4, epochs=800, batch_size=512,
+                     method_kwargs=dict(proj_dim=2048, pred_hidden=512)),
+    },
+    "barlow_twins": {
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=15, warmup_epochs=1,
+                     method_kwargs=dict(proj_dim=1024, lambd=5e-3, blur_p=(0.0, 0.0))),
+        # Full: the paper (Zbontar et al. 2021): LARS, lr 0.2 × batch/256 for weights, wd 1.5e-6, 10 warm-up
+        # epochs, 1000 epochs, projector 3 × 8192, λ = 5e-3; batch 512 for CIFAR; no blur at 32 px.
+        "full": dict(optimizer="lars", base_lr=0.2, weight_decay=1.5e-6, epochs=1000, batch_size=512, warmup_epochs=10,
+                     method_kwargs=dict(proj_dim=8192, lambd=5e-3, blur_p=(0.0, 0.0))),
+    },
 }
 
 

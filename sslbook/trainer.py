@@ -187,8 +187,8 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         for images, labels in loader:
             if step >= total_steps:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = float(lr_schedule[step])
+            for group in optimizer.param_groups:  # groups may scale the rate or keep it fixed (see optim.param_groups)
+                group["lr"] = (lr if group.get("fixed_lr") else float(lr_schedule[step])) * group.get("lr_scale", 1.0)
             labels = labels.to(device, non_blocking=True)
             if cfg.augment_on == "loader":
                 views = _to_device(images, device)

@@ -7,6 +7,9 @@ from sslbook.methods.base import Method
 
 REGISTRY: dict[str, str | type[Method]] = {
     "supervised": "sslbook.methods.supervised:Supervised",
+    "byol": "sslbook.methods.byol:BYOL",
+    "simsiam": "sslbook.methods.simsiam:SimSiam",
+    "barlow_twins": "sslbook.methods.barlow_twins:BarlowTwins",
 }
 
 
