@@ -158,11 +158,11 @@ def resolve(method: str, preset: str | None = None, **overrides) -> TrainConfig:
     return TrainConfig(method=method, preset=preset, method_kwargs=method_kwargs, data_kwargs=data_kwargs, **values)
 
 RECIPES["mae"] = {
-    # Tiny: a 0.45 M-parameter ViT (patch 4 → 64 patches of a 32×32 image) on the generated shapes; AdamW
+    # Tiny: a 0.45 M-parameter ViT (patch 8 → 16 patches of a 32×32 image) on the generated shapes; AdamW
     # with MAE's betas (0.9, 0.95) and weight decay 0.05, a higher learning rate than the paper's because
-    # the run is a few hundred steps, 1 warm-up epoch, light decoder (width 64, 2 blocks), 75% masking.
-    "tiny": dict(backbone="vit_tiny", optimizer="adamw", base_lr=1e-3, weight_decay=0.05, epochs=8,
-                 warmup_epochs=1, method_kwargs=dict(mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
+    # the run is a few hundred steps, 2 warm-up epochs, light decoder (width 64, 2 blocks), 75% masking.
+    "tiny": dict(backbone="vit_tiny", optimizer="adamw", base_lr=1e-3, weight_decay=0.05, epochs=20,
+                 warmup_epochs=2, method_kwargs=dict(mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
                                                      decoder_heads=4, norm_pix_loss=True)),
     # Full, CIFAR-10 at 32 px: ViT-S (width 384, 12 blocks, 6 heads) with 4×4 patches, after the public
     # small-scale MAE recipe of IcarusWizard/MAE (ViT on CIFAR-10: 2000 epochs, 200 warm-up epochs, because

@@ -81,19 +81,20 @@ class MAE(Method):
         self.crop_scale = tuple(crop_scale)
         self.grid = image_size // p
         dim = backbone.out_dim
+        # one learned mask token, where the masked positions enter the network (every parameter is used,
+        # as DistributedDataParallel wants)
         if self.mask_token_in_encoder:
             self.encoder_mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        else:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_embed = nn.Linear(dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("decoder_pos", sincos_pos_embed_2d(decoder_dim, self.grid, self.grid)[None], persistent=False)
         self.decoder_blocks = nn.ModuleList([Block(decoder_dim, decoder_heads) for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, p * p * 3)  # pixels of one patch
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             init_transformer_weights(module)
-        nn.init.normal_(self.mask_token, std=0.02)
-        if self.mask_token_in_encoder:
-            nn.init.normal_(self.encoder_mask_token, std=0.02)
+        nn.init.normal_(self.encoder_mask_token if self.mask_token_in_encoder else self.mask_token, std=0.02)
 
     @torch.no_grad()
     def make_views(self, images, labels):
