@@ -66,3 +66,58 @@ def check_cosine_schedule(fn) -> bool:
             i = int((got - want).abs().argmax())
             return _report("cosine schedule", False, f"for {args}, step {i}: expected {float(want[i]):.6f}, got {float(got[i]):.6f}")
     return _report("cosine schedule", True, "matches sslbook.schedules.cosine_schedule")
+
+
+def check_random_masking(fn, trials: int = 5) -> bool:
+    """Exercise 4.1: ``fn(n, num_patches, mask_ratio) -> (ids_keep N×keep, ids_restore N×L, mask N×L)``
+    must keep exactly ``int(L·(1 − ratio))`` distinct patches per image, mark exactly the others as
+    masked (1), and ``ids_restore`` must undo the shuffle [visible; masked]."""
+    name = "random masking"
+    for n, L, ratio in [(4, 64, 0.75), (3, 16, 0.5), (2, 49, 0.9), (5, 64, 0.25), (1, 196, 0.75)][:trials]:
+        ok, got = _call(name, fn, n, L, ratio)
+        if not ok:
+            return False
+        ids_keep, ids_restore, mask = (torch.as_tensor(t) for t in got)
+        keep = int(L * (1 - ratio))
+        if tuple(ids_keep.shape) != (n, keep):
+            return _report(name, False, f"L={L}, ratio={ratio}: ids_keep should be {n}×{keep}, got {tuple(ids_keep.shape)}")
+        if tuple(mask.shape) != (n, L) or tuple(ids_restore.shape) != (n, L):
+            return _report(name, False, f"mask and ids_restore should be {n}×{L}")
+        for i in range(n):
+            kept = ids_keep[i].long().tolist()
+            if len(set(kept)) != keep:
+                return _report(name, False, "a patch is kept twice")
+            visible = (mask[i] == 0).nonzero().flatten().tolist()
+            if sorted(kept) != sorted(visible) or int((mask[i] == 1).sum()) != L - keep:
+                return _report(name, False, "the mask (1 = masked) does not match the kept patches")
+            # ids_restore is the inverse of the shuffle whose first `keep` entries are ids_keep, in order:
+            # gathering [visible tokens; mask tokens] with it puts every token back at its patch
+            restore = ids_restore[i].long()
+            if sorted(restore.tolist()) != list(range(L)):
+                return _report(name, False, "ids_restore is not a permutation of 0..L-1")
+            if restore.argsort()[:keep].tolist() != kept:
+                return _report(name, False, "ids_restore does not undo the shuffle that starts with ids_keep")
+    return _report(name, True, "exact counts, consistent mask and restore order")
+
+
+def check_masked_mse(fn) -> bool:
+    """Exercise 4.2: ``fn(pred, target, mask)`` (N×L×P, N×L×P, N×L with 1 = masked) must equal the
+    mean over masked patches of the per-patch MSE, and ignore the visible patches entirely."""
+    from sslbook.losses import masked_mse
+
+    name = "masked MSE"
+    g = torch.Generator().manual_seed(0)
+    for n, L, P in [(2, 16, 12), (3, 64, 48)]:
+        pred, target = torch.randn(n, L, P, generator=g), torch.randn(n, L, P, generator=g)
+        mask = (torch.rand(n, L, generator=g) < 0.75).float()
+        ok, got = _call(name, fn, pred, target, mask)
+        if not ok:
+            return False
+        want = masked_mse(pred, target, mask)
+        if not torch.allclose(torch.as_tensor(got, dtype=torch.float32), want, atol=1e-5):
+            return _report(name, False, f"expected {float(want):.5f}, got {float(got):.5f}")
+        spoiled = pred + 1000 * (1 - mask)[..., None]  # change only the visible patches
+        ok, got2 = _call(name, fn, spoiled, target, mask)
+        if not torch.allclose(torch.as_tensor(got2, dtype=torch.float32), want, atol=1e-5):
+            return _report(name, False, "the loss changes when only visible patches change: it must ignore them")
+    return _report(name, True, "matches sslbook.losses.masked_mse and ignores visible patches")

@@ -181,3 +181,20 @@ def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         nearest = sims.argmax(dim=1)  # the nearest neighbour of each row (largest cosine)
     distances = (x - x[nearest]).norm(dim=1)
     return -torch.log(distances + eps).mean()
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = False, eps: float = 1e-6) -> torch.Tensor:
+    """MAE's reconstruction loss (He et al. 2021): mean squared error on the **masked** patches only.
+
+    pred, target: N×L×P (P = p·p·3 values per patch); mask: N×L, 1 = masked (predicted), 0 = visible.
+    With ``normalize_target`` each target patch is standardised by its own mean and variance
+    ("normalized pixels", MAE Table 1d). Loss = Σ_{n,l} mask·mean_P (pred − target)² / Σ mask.
+    Computed in float32 (safe under bf16 autocast).
+    """
+    if pred.shape != target.shape or mask.shape != pred.shape[:2]:
+        raise ValueError(f"masked_mse: pred {tuple(pred.shape)} and target {tuple(target.shape)} must be N×L×P and mask {tuple(mask.shape)} N×L")
+    pred, target, mask = pred.float(), target.float(), mask.float()
+    if normalize_target:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + eps).sqrt()
+    per_patch = (pred - target).pow(2).mean(dim=-1)  # N×L
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)

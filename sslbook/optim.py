@@ -54,7 +54,10 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9):
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9, betas=None):
+    """``betas`` (AdamW): given, else the model's ``adamw_betas`` attribute (a method may declare its
+    paper's values, e.g. MAE's (0.9, 0.95)), else PyTorch's default (0.9, 0.999)."""
+    betas = tuple(betas or getattr(model, "adamw_betas", (0.9, 0.999)))
     groups = param_groups(model, weight_decay)
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if name == "sgd":
@@ -64,7 +67,7 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     if name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=lr, **fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **fused)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     raise ValueError(f"unknown optimizer {name!r}; choose sgd, adamw or lars")

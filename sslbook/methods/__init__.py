@@ -10,6 +10,7 @@ REGISTRY: dict[str, str | type[Method]] = {
     "byol": "sslbook.methods.byol:BYOL",
     "simsiam": "sslbook.methods.simsiam:SimSiam",
     "barlow_twins": "sslbook.methods.barlow_twins:BarlowTwins",
+    "mae": "sslbook.methods.mae:MAE",
 }
 
 
