@@ -108,6 +108,40 @@ RECIPES: dict[str, dict[str, dict]] = {
         # Full: the standard CIFAR ResNet-18 recipe (SGD 0.1, momentum 0.9, wd 5e-4, 200 epochs, batch 128).
         "full": dict(optimizer="sgd", base_lr=0.2, weight_decay=5e-4, epochs=200, batch_size=128),
     },
+    # Chapter 2: pretext tasks from image transformations.
+    "rotnet": {
+        # Tiny: one random angle per image (4× cheaper per step than all four) so the chapter fits
+        # its CPU budget; a few epochs already beat random init on the generated data.
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=3,
+                     method_kwargs=dict(all_rotations=False)),
+        # Full: Gidaris et al. 2018, CIFAR-10 experiments (Sec. 3.1, code github.com/gidariss/FeatureLearningRotNet):
+        # SGD, momentum 0.9, batch 128 (×4 rotations), lr 0.1, weight decay 5e-4, 100 epochs (here with
+        # a cosine schedule instead of steps ×0.2 at 30/60/80); all four rotations of every image.
+        "full": dict(optimizer="sgd", base_lr=0.2, weight_decay=5e-4, epochs=100, batch_size=128,
+                     method_kwargs=dict(all_rotations=True)),
+    },
+    "relative_position": {
+        # Tiny: 3×3 grid of 10-px cells on 32-px images, 7-px patches (gap 2, jitter 1) resized to 16 px.
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=4,
+                     method_kwargs=dict(gap=2, jitter=1, patch_size=16)),
+        # Full: STL-10 (96 px, 100k unlabelled images), ResNet-18. Doersch et al. 2015 cut 96-px patches
+        # with 48-px gaps and up to 7-px jitter from ImageNet; scaled to 96-px images: 32-px cells,
+        # gap 8, jitter 4 → 20-px patches resized to 64 px. SGD 0.1 (×batch/256), wd 5e-4, 200 epochs.
+        "full": dict(data="stl10", image_size=96, backbone="resnet18", optimizer="sgd", base_lr=0.1,
+                     weight_decay=5e-4, epochs=200, batch_size=256, knn_k=200,
+                     method_kwargs=dict(gap=8, jitter=4, patch_size=64)),
+    },
+    "jigsaw": {
+        # Tiny: 100 permutations, 7-px tiles (gap 2, jitter 1) resized to 12 px.
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=3,
+                     method_kwargs=dict(num_permutations=100, gap=2, jitter=1, tile_size=12)),
+        # Full: Noroozi & Favaro 2016: 1000 permutations of maximal Hamming distance, 64-px tiles cut
+        # from 75-px cells of a 225-px crop, SGD lr 0.01 (batch 256), ~350k iterations on ImageNet.
+        # On STL-10 (96 px): 32-px cells, gap 8, jitter 4 → 20-px tiles resized to 64 px; 200 epochs.
+        "full": dict(data="stl10", image_size=96, backbone="resnet18", optimizer="sgd", base_lr=0.05,
+                     weight_decay=5e-4, epochs=200, batch_size=256, knn_k=200,
+                     method_kwargs=dict(num_permutations=1000, gap=8, jitter=4, tile_size=64)),
+    },
 }
 
 

@@ -92,3 +92,15 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None = 
     logits = q @ keys.T / temperature  # N×M
     target = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
     return F.cross_entropy(logits, target)
+
+
+def pretext_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a classification pretext task (rotation, relative position, jigsaw).
+
+    logits: N×K (any dtype; computed in float32, so bf16 autocast is safe); targets: N in [0, K)::
+
+        L = −(1/N) Σ_n log softmax(logits_n)[targets_n]
+    """
+    if logits.dim() != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"pretext_cross_entropy needs N×K logits and N targets, got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    return F.cross_entropy(logits.float(), targets)

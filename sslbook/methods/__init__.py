@@ -7,6 +7,9 @@ from sslbook.methods.base import Method
 
 REGISTRY: dict[str, str | type[Method]] = {
     "supervised": "sslbook.methods.supervised:Supervised",
+    "rotnet": "sslbook.methods.rotnet:RotNet",
+    "relative_position": "sslbook.methods.relative_position:RelativePosition",
+    "jigsaw": "sslbook.methods.jigsaw:Jigsaw",
 }
 
 
