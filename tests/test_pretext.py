@@ -112,7 +112,7 @@ def test_rotnet_refuses_bad_angles():
 @pytest.mark.parametrize("name,kw", [
     ("rotnet", {}), ("rotnet", {"angles": (0, 180), "all_rotations": False}),
     ("rotnet", {"crop_scale": (0.3, 1.0), "jitter_p": 0.8, "gray_p": 0.2}),
-    ("relative_position", {}), ("relative_position", {"colour": "drop"}),
+    ("relative_position", {}), ("relative_position", {"colour": "drop", "jitter_p": 0.8}),
     ("jigsaw", {"num_permutations": 10}),
 ])
 def test_forward_backward(name, kw):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sslbook.augment import random_grayscale
+from sslbook.augment import color_jitter, random_grayscale
 from sslbook.losses import pretext_cross_entropy
 from sslbook.methods.base import Method
 from sslbook.methods.patches import (
@@ -41,11 +41,12 @@ class RelativePosition(Method):
     name = "relative_position"
 
     def __init__(self, backbone, info, image_size, gap=2, jitter=1, patch_size=16, colour="project",
-                 gray_p=0.3, hidden=256):
+                 gray_p=0.3, jitter_p=0.0, hidden=256):
         super().__init__(backbone, info, image_size)
         if colour not in ("project", "drop", "none"):
             raise ValueError(f"colour must be 'project', 'drop' or 'none', got {colour!r}")
         self.gap, self.jitter, self.patch_size, self.colour, self.gray_p = gap, jitter, patch_size, colour, gray_p
+        self.jitter_p = jitter_p  # probability of an independent colour jitter per patch
         self.cell, self.patch = grid_geometry(image_size, 3, gap, jitter, "relative_position")
         d = backbone.out_dim
         self.classifier = head([(2 * d, hidden, True, True), (hidden, 8, False, False)])
@@ -64,6 +65,8 @@ class RelativePosition(Method):
             flat = project_out_green_magenta(flat)
         elif self.colour == "drop":
             flat = drop_colour_channels(flat)
+        if self.jitter_p > 0:  # each patch its own colours: no colour statistics to match between the two
+            flat = color_jitter(flat, 0.4, 0.4, 0.4, 0.1, p=self.jitter_p)
         if self.gray_p > 0:
             flat = random_grayscale(flat, self.gray_p)
         patches = flat.view_as(patches)
