@@ -126,7 +126,9 @@ RECIPES: dict[str, dict[str, dict]] = {
     "relative_position": {
         # Tiny: 3×3 grid of 10-px cells on 32-px images, 7-px patches (gap 2, jitter 1) resized to 16 px,
         # each patch with its own colour jitter (as for rotation, colour shortcuts otherwise dominate).
-        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=6,
+        # A small learning rate: with base_lr 0.1 the features lost to random init (kNN 37% vs 40%,
+        # linear 63% vs 69%, 6 epochs); with 0.02 and 4 epochs the linear probe beats it.
+        "tiny": dict(optimizer="sgd", base_lr=0.02, weight_decay=5e-4, epochs=4,
                      method_kwargs=dict(gap=2, jitter=1, patch_size=16, jitter_p=0.8, gray_p=0.2)),
         # Full: STL-10 (96 px, 100k unlabelled images), ResNet-18. Doersch et al. 2015 cut 96-px patches
         # with 48-px gaps and up to 7-px jitter from ImageNet; scaled to 96-px images: 32-px cells,
@@ -136,8 +138,9 @@ RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs=dict(gap=8, jitter=4, patch_size=64)),
     },
     "jigsaw": {
-        # Tiny: 100 permutations, 7-px tiles (gap 2, jitter 1) resized to 12 px.
-        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=3,
+        # Tiny: 100 permutations, 7-px tiles (gap 2, jitter 1) resized to 12 px. With base_lr 0.1 the
+        # features lost to random init (kNN 31%, linear 61%); a small learning rate as for relative position.
+        "tiny": dict(optimizer="sgd", base_lr=0.02, weight_decay=5e-4, epochs=3,
                      method_kwargs=dict(num_permutations=100, gap=2, jitter=1, tile_size=12)),
         # Full: Noroozi & Favaro 2016: 1000 permutations of maximal Hamming distance, 64-px tiles cut
         # from 75-px cells of a 225-px crop, SGD lr 0.01 (batch 256), ~350k iterations on ImageNet.
