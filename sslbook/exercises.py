@@ -121,3 +121,59 @@ def check_masked_mse(fn) -> bool:
         if not torch.allclose(torch.as_tensor(got2, dtype=torch.float32), want, atol=1e-5):
             return _report(name, False, "the loss changes when only visible patches change: it must ignore them")
     return _report(name, True, "matches sslbook.losses.masked_mse and ignores visible patches")
+def check_rotate_batch(fn) -> bool:
+    """Exercise 2.1: ``fn(x) -> (rotated, targets)`` must rotate every image of x (N×3×H×W) by 0°, 90°,
+    180° and 270° counter-clockwise, grouped by angle, with targets 0…3, as
+    :func:`sslbook.methods.rotnet.rotate_batch` does."""
+    from sslbook.methods.rotnet import rotate_batch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 6, 6, generator=g)
+    ok, got = _call("rotate batch", fn, x)
+    if not ok:
+        return False
+    want_x, want_t = rotate_batch(x)
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        return _report("rotate batch", False, "return a pair (rotated images, targets)")
+    gx, gt = torch.as_tensor(got[0]), torch.as_tensor(got[1]).long().flatten()
+    if gx.shape != want_x.shape:
+        return _report("rotate batch", False, f"expected images of shape {tuple(want_x.shape)}, got {tuple(gx.shape)}")
+    if not torch.equal(gt, want_t):
+        return _report("rotate batch", False, f"expected targets {want_t.tolist()}, got {gt.tolist()}")
+    for k in range(4):
+        if not torch.allclose(gx[k * 3:(k + 1) * 3], want_x[k * 3:(k + 1) * 3]):
+            return _report("rotate batch", False, f"the images rotated by {90 * k}° differ (counter-clockwise, torch.rot90 on dims (2, 3))")
+    return _report("rotate batch", True, "matches sslbook.methods.rotnet.rotate_batch")
+
+
+def check_neighbour_label(fn) -> bool:
+    """Exercise 2.2: ``fn(d_row, d_col) -> label`` must give the relative-position class (0…7) of a
+    neighbour d_row rows and d_col columns away from the centre cell, in reading order (up-left = 0,
+    up = 1, up-right = 2, left = 3, right = 4, down-left = 5, down = 6, down-right = 7)."""
+    from sslbook.methods.relative_position import OFFSETS
+
+    for label, (dr, dc) in enumerate(OFFSETS):
+        ok, got = _call("neighbour label", fn, dr, dc)
+        if not ok:
+            return False
+        if int(got) != label:
+            return _report("neighbour label", False, f"offset (row {dr:+d}, col {dc:+d}) is class {label}, got {got}")
+    return _report("neighbour label", True, "all eight offsets give the right class")
+
+
+def check_min_hamming(fn) -> bool:
+    """Exercise 2.3: ``fn(perms) -> int``: the smallest Hamming distance between two different rows of
+    a P×T tensor of permutations (the quantity the jigsaw permutation set maximises)."""
+    from sslbook.methods.jigsaw import hamming_distances, permutation_set
+
+    cases = [permutation_set(10), permutation_set(30), torch.tensor([[0, 1, 2, 3], [1, 0, 2, 3], [3, 2, 1, 0]])]
+    for perms in cases:
+        ok, got = _call("minimum Hamming distance", fn, perms.clone())
+        if not ok:
+            return False
+        d = hamming_distances(perms, perms)
+        d.fill_diagonal_(perms.shape[1] + 1)
+        want = int(d.min())
+        if int(got) != want:
+            return _report("minimum Hamming distance", False, f"for a set of {len(perms)} permutations expected {want}, got {got}")
+    return _report("minimum Hamming distance", True, "agrees on three permutation sets")

@@ -198,3 +198,13 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, nor
         target = (target - mean) / (var + eps).sqrt()
     per_patch = (pred - target).pow(2).mean(dim=-1)  # N×L
     return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+def pretext_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a classification pretext task (rotation, relative position, jigsaw).
+
+    logits: N×K (any dtype; computed in float32, so bf16 autocast is safe); targets: N in [0, K)::
+
+        L = −(1/N) Σ_n log softmax(logits_n)[targets_n]
+    """
+    if logits.dim() != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"pretext_cross_entropy needs N×K logits and N targets, got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    return F.cross_entropy(logits.float(), targets)

@@ -11,6 +11,9 @@ REGISTRY: dict[str, str | type[Method]] = {
     "simsiam": "sslbook.methods.simsiam:SimSiam",
     "barlow_twins": "sslbook.methods.barlow_twins:BarlowTwins",
     "mae": "sslbook.methods.mae:MAE",
+    "rotnet": "sslbook.methods.rotnet:RotNet",
+    "relative_position": "sslbook.methods.relative_position:RelativePosition",
+    "jigsaw": "sslbook.methods.jigsaw:Jigsaw",
 }
 
 
