@@ -92,3 +92,40 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None = 
     logits = q @ keys.T / temperature  # N×M
     target = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
     return F.cross_entropy(logits, target)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reconstruction and colorization (chapter 3)
+# ----------------------------------------------------------------------------------------------
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the masked pixels only (the context encoder's reconstruction loss).
+
+    pred, target: N×C×H×W; mask: N×1×H×W (1 = a pixel the network had to fill in, 0 = given context).
+    L = Σ mask·(pred − target)² / (C·Σ mask): unmasked pixels contribute nothing, whatever they hold.
+    """
+    if pred.shape != target.shape or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != pred.shape[2:]:
+        raise ValueError(f"masked_mse needs pred/target N×C×H×W and mask N×1×H×W, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)}, {tuple(mask.shape)}")
+    mask = mask.float()
+    err = (pred.float() - target.float()) ** 2 * mask
+    return err.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
+
+
+def attention_pointer(f_ref: torch.Tensor, f_tgt: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Vondrick et al. 2018: A_ij = exp(f_iᵀf_j / T) / Σ_k exp(f_kᵀf_j / T), a softmax over reference locations i.
+
+    f_ref: N×C×M (M reference locations), f_tgt: N×C×P (P target locations) → A: N×M×P, columns sum to 1.
+    """
+    logits = torch.einsum("ncm,ncp->nmp", f_ref.float(), f_tgt.float()) / temperature
+    return logits.softmax(dim=1)
+
+
+def copy_colours(f_ref: torch.Tensor, f_tgt: torch.Tensor, c_ref: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """y_j = Σ_i A_ij c_i: each target location's colour is a weighted copy of reference colours.
+
+    f_ref: N×C×M, f_tgt: N×C×P, c_ref: N×K×M (colours, or one-hot colour bins, or mask labels) → N×K×P.
+    """
+    a = attention_pointer(f_ref, f_tgt, temperature)  # N×M×P
+    return torch.einsum("nkm,nmp->nkp", c_ref.float(), a)

@@ -7,6 +7,9 @@ from sslbook.methods.base import Method
 
 REGISTRY: dict[str, str | type[Method]] = {
     "supervised": "sslbook.methods.supervised:Supervised",
+    "context_encoder": "sslbook.methods.context_encoder:ContextEncoder",
+    "split_brain": "sslbook.methods.split_brain:SplitBrain",
+    "video_colorization": "sslbook.methods.video_colorization:VideoColorization",
 }
 
 
