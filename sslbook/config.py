@@ -190,8 +190,9 @@ def run_dir(name: str, preset: str | None = None) -> str:
 
     Chapters train with ``train(method, out=run_dir(name), resume=True)``: the first chapter that
     needs a run trains it and checkpoints it; a later chapter (or a re-execution) that asks for the
-    same run with the same settings finds the finished checkpoint, loads it and only re-evaluates
-    ("train, or load what was trained"). Delete the folder to train again.
+    same run with the same settings finds the finished checkpoint and loads it with its stored metrics
+    (evaluated again only if the evaluation settings differ): "train, or load what was trained".
+    Delete the folder to train again.
     """
     preset = preset or current_preset()
     root = Path(os.environ[RUNS_ENV]) if os.environ.get(RUNS_ENV) else _REPO_RUNS
@@ -239,4 +240,35 @@ RECIPES["mae"] = {
                  warmup_epochs=200, batch_size=4096, min_lr_ratio=0.0,
                  method_kwargs=dict(mask_ratio=0.75, decoder_dim=512, decoder_depth=8, decoder_heads=16,
                                     norm_pix_loss=True)),
+}
+
+# Chapter 3: reconstruction and colour.
+RECIPES["context_encoder"] = {
+    # Tiny: SGD (Adam at 2e-3 or 2e-4 pulled the encoder's features below random init in a few epochs on the
+    # generated data), three random 10×10 holes per image (Pathak et al.'s random blocks), 3 epochs.
+    "tiny": dict(optimizer="sgd", base_lr=0.05, weight_decay=5e-4, epochs=3,
+                 method_kwargs=dict(rec_weight=0.999, adv_weight=0.001, holes=3, mask_size=10)),
+    # Full: Pathak et al. 2016 train with Adam, lr 2e-4 (the encoder 10× lower), λ_rec = 0.999, λ_adv = 0.001,
+    # batch 64 on ImageNet; here CIFAR-10 + resnet18_cifar, a 16×16 random square hole (a quarter of the image).
+    "full": dict(optimizer="adamw", base_lr=8e-4, weight_decay=0.0, epochs=200, batch_size=256, warmup_epochs=5,
+                 method_kwargs=dict(rec_weight=0.999, adv_weight=0.001, mask_size=16)),
+}
+RECIPES["split_brain"] = {
+    # Tiny: classification over 16×16 ab bins and 20 L bins, predicted at 8×8; SGD as for the other pretext tasks.
+    "tiny": dict(optimizer="sgd", base_lr=0.05, weight_decay=5e-4, epochs=2,
+                 method_kwargs=dict(loss="classification", ab_bins=16, l_bins=20)),
+    # Full: Zhang et al. 2017 (ImageNet, AlexNet halves, Adam): classification losses, ab in 10-unit bins
+    # (22×22 grid over [−110, 110]), L in 100 bins. CIFAR-10 + resnet18_cifar halves here.
+    "full": dict(optimizer="adamw", base_lr=1e-3, weight_decay=1e-4, epochs=200, batch_size=256, warmup_epochs=5,
+                 method_kwargs=dict(loss="classification", ab_bins=22, l_bins=100, target_size=16)),
+}
+RECIPES["video_colorization"] = {
+    # Tiny: 64×64 generated clips (an 8×8 feature map with convnet), 32 clips per step, 16 colour bins per axis;
+    # SGD (AdamW at 2e-3 left the image kNN at the random-init level after an epoch).
+    "tiny": dict(optimizer="sgd", base_lr=0.05, weight_decay=5e-4, epochs=2,
+                 method_kwargs=dict(video_size=64, clip_batch=32, loss="classification", temperature=0.05)),
+    # Full: Vondrick et al. 2018 (Kinetics, 256×256 frames, ResNet-18 + 3D conv, 16 k-means colour clusters,
+    # Adam lr 1e-3, batch 32 clips); here 128×128 generated clips with resnet18_cifar (a 16×16 map).
+    "full": dict(optimizer="adamw", base_lr=1e-3, weight_decay=1e-4, epochs=100, batch_size=256, warmup_epochs=2,
+                 method_kwargs=dict(video_size=128, clip_batch=32, loss="classification", temperature=0.05)),
 }

@@ -121,6 +121,8 @@ def check_masked_mse(fn) -> bool:
         if not torch.allclose(torch.as_tensor(got2, dtype=torch.float32), want, atol=1e-5):
             return _report(name, False, "the loss changes when only visible patches change: it must ignore them")
     return _report(name, True, "matches sslbook.losses.masked_mse and ignores visible patches")
+
+
 def check_rotate_batch(fn) -> bool:
     """Exercise 2.1: ``fn(x) -> (rotated, targets)`` must rotate every image of x (N×3×H×W) by 0°, 90°,
     180° and 270° counter-clockwise, grouped by angle, with targets 0…3, as
@@ -177,3 +179,63 @@ def check_min_hamming(fn) -> bool:
         if int(got) != want:
             return _report("minimum Hamming distance", False, f"for a set of {len(perms)} permutations expected {want}, got {got}")
     return _report("minimum Hamming distance", True, "agrees on three permutation sets")
+# ----------------------------------------------------------------------------------------------
+# Chapter 3: reconstruction and colour
+# ----------------------------------------------------------------------------------------------
+
+
+def check_rgb_to_lab(fn) -> bool:
+    """Exercise 3.1: ``fn(rgb N×3×H×W in [0, 1]) -> Lab N×3×H×W`` must match :func:`sslbook.color.rgb_to_lab`."""
+    from sslbook.color import rgb_to_lab
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.rand(3, 3, 5, 5, generator=g), torch.ones(1, 3, 5, 5), torch.zeros(1, 3, 5, 5)])
+    ok, got = _call("rgb → Lab", fn, x.clone())
+    if not ok:
+        return False
+    want = rgb_to_lab(x)
+    got = torch.as_tensor(got, dtype=torch.float32)
+    if got.shape != want.shape:
+        return _report("rgb → Lab", False, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}")
+    err = (got - want).abs().amax(dim=(0, 2, 3))
+    if (err > 0.05).any():
+        worst = "Lab"[int(err.argmax())]
+        return _report("rgb → Lab", False, f"channel {worst} is off by up to {float(err.max()):.3f} (white should be L=100, a=b=0)")
+    return _report("rgb → Lab", True, "matches sslbook.color.rgb_to_lab to 0.05")
+
+
+def check_masked_pixel_mse(fn) -> bool:
+    """Exercise 3.2: ``fn(pred, target, mask) -> scalar``: the mean squared error over masked pixels only."""
+    from sslbook.losses import masked_pixel_mse
+
+    g = torch.Generator().manual_seed(4)
+    for trial in range(3):
+        pred, target = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+        mask = (torch.rand(2, 1, 8, 8, generator=g) < [0.25, 0.5, 0.9][trial]).float()
+        ok, got = _call("masked MSE", fn, pred, target, mask)
+        if not ok:
+            return False
+        want = masked_pixel_mse(pred, target, mask)
+        if not torch.allclose(torch.as_tensor(got, dtype=torch.float32).reshape(()), want, atol=1e-5):
+            return _report("masked MSE", False, f"expected {float(want):.5f}, got {float(torch.as_tensor(got).reshape(())):.5f} "
+                           "(average over masked pixels and channels only)")
+    return _report("masked MSE", True, "matches sslbook.losses.masked_pixel_mse")
+
+
+def check_copy_colours(fn) -> bool:
+    """Exercise 3.3: ``fn(f_ref N×C×M, f_tgt N×C×P, c_ref N×K×M) -> N×K×P``: y_j = Σ_i softmax_i(f_iᵀf_j) c_i."""
+    from sslbook.losses import copy_colours
+
+    g = torch.Generator().manual_seed(5)
+    f_ref, f_tgt, c = torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 5, generator=g), torch.rand(2, 3, 6, generator=g)
+    ok, got = _call("colour pointer", fn, f_ref, f_tgt, c)
+    if not ok:
+        return False
+    want = copy_colours(f_ref, f_tgt, c)
+    got = torch.as_tensor(got, dtype=torch.float32)
+    if got.shape != want.shape:
+        return _report("colour pointer", False, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}")
+    if not torch.allclose(got, want, atol=1e-5):
+        hint = " (is the softmax over the reference locations i, dim 1 of A?)"
+        return _report("colour pointer", False, f"values differ by up to {float((got - want).abs().max()):.4f}{hint}")
+    return _report("colour pointer", True, "matches sslbook.losses.copy_colours")

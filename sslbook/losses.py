@@ -181,6 +181,8 @@ def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         nearest = sims.argmax(dim=1)  # the nearest neighbour of each row (largest cosine)
     distances = (x - x[nearest]).norm(dim=1)
     return -torch.log(distances + eps).mean()
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = False, eps: float = 1e-6) -> torch.Tensor:
     """MAE's reconstruction loss (He et al. 2021): mean squared error on the **masked** patches only.
 
@@ -198,6 +200,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, nor
         target = (target - mean) / (var + eps).sqrt()
     per_patch = (pred - target).pow(2).mean(dim=-1)  # N×L
     return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 def pretext_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of a classification pretext task (rotation, relative position, jigsaw).
 
@@ -208,3 +212,40 @@ def pretext_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.
     if logits.dim() != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"pretext_cross_entropy needs N×K logits and N targets, got {tuple(logits.shape)} and {tuple(targets.shape)}")
     return F.cross_entropy(logits.float(), targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reconstruction and colorization (chapter 3)
+# ----------------------------------------------------------------------------------------------
+
+
+def masked_pixel_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the masked pixels only (the context encoder's reconstruction loss).
+
+    pred, target: N×C×H×W; mask: N×1×H×W (1 = a pixel the network had to fill in, 0 = given context).
+    L = Σ mask·(pred − target)² / (C·Σ mask): unmasked pixels contribute nothing, whatever they hold.
+    """
+    if pred.shape != target.shape or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != pred.shape[2:]:
+        raise ValueError(f"masked_pixel_mse needs pred/target N×C×H×W and mask N×1×H×W, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)}, {tuple(mask.shape)}")
+    mask = mask.float()
+    err = (pred.float() - target.float()) ** 2 * mask
+    return err.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
+
+
+def attention_pointer(f_ref: torch.Tensor, f_tgt: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Vondrick et al. 2018: A_ij = exp(f_iᵀf_j / T) / Σ_k exp(f_kᵀf_j / T), a softmax over reference locations i.
+
+    f_ref: N×C×M (M reference locations), f_tgt: N×C×P (P target locations) → A: N×M×P, columns sum to 1.
+    """
+    logits = torch.einsum("ncm,ncp->nmp", f_ref.float(), f_tgt.float()) / temperature
+    return logits.softmax(dim=1)
+
+
+def copy_colours(f_ref: torch.Tensor, f_tgt: torch.Tensor, c_ref: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """y_j = Σ_i A_ij c_i: each target location's colour is a weighted copy of reference colours.
+
+    f_ref: N×C×M, f_tgt: N×C×P, c_ref: N×K×M (colours, or one-hot colour bins, or mask labels) → N×K×P.
+    """
+    a = attention_pointer(f_ref, f_tgt, temperature)  # N×M×P
+    return torch.einsum("nkm,nmp->nkp", c_ref.float(), a)

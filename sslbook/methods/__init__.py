@@ -14,6 +14,9 @@ REGISTRY: dict[str, str | type[Method]] = {
     "rotnet": "sslbook.methods.rotnet:RotNet",
     "relative_position": "sslbook.methods.relative_position:RelativePosition",
     "jigsaw": "sslbook.methods.jigsaw:Jigsaw",
+    "context_encoder": "sslbook.methods.context_encoder:ContextEncoder",
+    "split_brain": "sslbook.methods.split_brain:SplitBrain",
+    "video_colorization": "sslbook.methods.video_colorization:VideoColorization",
 }
 
 

@@ -18,7 +18,6 @@ import functools
 import itertools
 
 import torch
-from torch import nn
 
 from sslbook.augment import color_jitter, random_grayscale
 from sslbook.losses import pretext_cross_entropy

@@ -20,7 +20,6 @@ evaluation time; it ends with global pooling, so any input size works.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from sslbook.augment import color_jitter, random_grayscale
 from sslbook.losses import pretext_cross_entropy

@@ -14,7 +14,6 @@ applied to whole images, exactly as at evaluation time; a small head classifies 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from sslbook.augment import color_jitter, horizontal_flip, random_crop, random_grayscale, random_resized_crop
 from sslbook.losses import pretext_cross_entropy
