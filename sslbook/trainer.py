@@ -8,6 +8,7 @@ loss, atomic checkpoints every epoch, exact resumption, and evaluation of the ba
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -148,6 +149,8 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        if _same_evaluation(state["config"], cfg):
+            metrics = dict(state.get("metrics") or {})  # reused below if the run is already finished
         done_epochs = start_epoch
         ckpt_io.set_rng_state(state["rng"][dist.rank()] if isinstance(state["rng"], list) else state["rng"])
         if main:
@@ -220,11 +223,18 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         for cb in callbacks:
             cb(epoch + 1, method, history)
 
-    if main:
+    # A finished run whose checkpoint holds metrics of the same evaluation settings is not evaluated again
+    # (the same decision on every process, since each loaded the same checkpoint).
+    reuse = bool(metrics) and start_epoch >= min(cfg.epochs, math.ceil(total_steps / steps_per_epoch))
+    if reuse and main:
+        print(f"{cfg.method}: the checkpoint is finished and evaluated; reusing its metrics", file=sys.stderr)
+    elif main:
         train_eval, test_eval = eval_sets(cfg)
         metrics = evaluate_backbone(method.backbone, cfg, train_set=train_eval, test_set=test_eval)
+        metrics.update(method.evaluate_extra())
         metrics = {k: float(v) for k, v in metrics.items()}
-    save(done_epochs)  # again, now with the metrics
+    if not reuse:
+        save(done_epochs)  # again, now with the metrics
     dist.barrier()
     return TrainResult(method, cfg, history, metrics, ckpt_path)
 
@@ -258,6 +268,15 @@ def _flush(pending, epoch, lr_schedule, extra, check_ckpt) -> list[dict]:
 def _info_dict(info: DataInfo) -> dict:
     return dict(name=info.name, classes=list(info.classes), image_size=info.image_size,
                 mean=list(info.mean), std=list(info.std))
+
+
+_EVAL_KEYS = ("data", "eval_protocols", "knn_k", "knn_temperature", "linear_epochs", "image_size", "data_kwargs")
+
+
+def _same_evaluation(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether metrics stored in a checkpoint were computed with the evaluation settings of ``cfg``."""
+    now = cfg.to_dict()
+    return all(saved.get(k) == now.get(k) for k in _EVAL_KEYS)
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:

@@ -39,6 +39,36 @@ def test_resume_equals_uninterrupted(small, tmp_path):
     assert full.metrics == resumed.metrics
 
 
+class WithExtra(Supervised):
+    """Supervised plus a method-specific measurement, counted so the test sees when it runs."""
+
+    name = "extra_test"
+    calls = 0
+
+    def evaluate_extra(self):
+        WithExtra.calls += 1
+        return {"extra_score": 0.25}
+
+
+def test_evaluate_extra_and_reuse_of_a_finished_run(small, tmp_path, monkeypatch):
+    register("extra_test", WithExtra)
+    first = train("extra_test", out=str(tmp_path), **small)
+    assert first.metrics["extra_score"] == 0.25 and "knn_top1" in first.metrics and WithExtra.calls == 1
+
+    import sslbook.trainer as trainer
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a finished, evaluated run must not be evaluated again")
+
+    monkeypatch.setattr(trainer, "evaluate_backbone", no_evaluation)
+    again = train("extra_test", out=str(tmp_path), resume=True, **small)
+    assert again.metrics == first.metrics and WithExtra.calls == 1
+    assert torch.equal(_params(first.method), _params(again.method))
+    # other evaluation settings: the stored metrics do not apply, so it evaluates again
+    with pytest.raises(AssertionError, match="must not be evaluated"):
+        train("extra_test", out=str(tmp_path), resume=True, **{**small, "knn_k": 3})
+
+
 def test_resume_refuses_other_settings(small, tmp_path):
     train("supervised", out=str(tmp_path), **small)
     with pytest.raises(ValueError, match="backbone"):
