@@ -108,6 +108,16 @@ RECIPES: dict[str, dict[str, dict]] = {
         # Full: the standard CIFAR ResNet-18 recipe (SGD 0.1, momentum 0.9, wd 5e-4, 200 epochs, batch 128).
         "full": dict(optimizer="sgd", base_lr=0.2, weight_decay=5e-4, epochs=200, batch_size=128),
     },
+    "simclr": {
+        # Tiny: TINY_PLACEHOLDER
+        "tiny": dict(optimizer="sgd", base_lr=0.3, weight_decay=5e-4, epochs=15, warmup_epochs=1,
+                     method_kwargs=dict(temperature=0.5)),
+        # Full: Chen et al. 2020 (SimCLR), section 2.3 and appendix B.9 (CIFAR-10): LARS, lr = 0.3 × batch/256,
+        # weight decay 1e-6, 10 warm-up epochs then cosine decay, temperature 0.5, colour strength s = 0.5,
+        # no blur at 32 px; batch 512 (the paper sweeps 256–4096) and 1000 epochs (it sweeps 100–1000).
+        "full": dict(optimizer="lars", base_lr=0.3, weight_decay=1e-6, epochs=1000, warmup_epochs=10, batch_size=512,
+                     method_kwargs=dict(temperature=0.5, jitter_strength=0.5, blur_p=0.0)),
+    },
 }
 
 

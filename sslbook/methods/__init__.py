@@ -7,6 +7,7 @@ from sslbook.methods.base import Method
 
 REGISTRY: dict[str, str | type[Method]] = {
     "supervised": "sslbook.methods.supervised:Supervised",
+    "simclr": "sslbook.methods.simclr:SimCLR",
 }
 
 
