@@ -173,6 +173,18 @@ RECIPES: dict[str, dict[str, dict]] = {
                      weight_decay=5e-4, epochs=200, batch_size=256, knn_k=200,
                      method_kwargs=dict(num_permutations=1000, gap=8, jitter=4, tile_size=64)),
     },
+    "simclr": {
+        # Tiny: a few CPU minutes, so few steps: batch 128 (more steps per epoch), AdamW (learns much faster than
+        # SGD/LARS in ~100 steps), τ = 0.2 and crops of 20–100% of the area (32-px scenes; 8% crops hold
+        # little of the object). Chapter 5 ablates τ, the batch size, the head and the augmentations.
+        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
+                     method_kwargs=dict(temperature=0.2, crop_scale=(0.2, 1.0))),
+        # Full: Chen et al. 2020 (SimCLR). Default setting (section 2.3, B.1): LARS, lr = 0.3 × batch/256, weight
+        # decay 1e-6, 10 warm-up epochs then cosine decay. CIFAR-10 (appendix B.9): temperature 0.5, colour
+        # strength s = 0.5, no blur at 32 px, batch 256–4096 and 100–1000 epochs swept; we take batch 512, 1000 epochs.
+        "full": dict(optimizer="lars", base_lr=0.3, weight_decay=1e-6, epochs=1000, warmup_epochs=10, batch_size=512,
+                     method_kwargs=dict(temperature=0.5, jitter_strength=0.5, blur_p=0.0)),
+    },
 }
 
 

@@ -239,3 +239,42 @@ def check_copy_colours(fn) -> bool:
         hint = " (is the softmax over the reference locations i, dim 1 of A?)"
         return _report("colour pointer", False, f"values differ by up to {float((got - want).abs().max()):.4f}{hint}")
     return _report("colour pointer", True, "matches sslbook.losses.copy_colours")
+def check_nt_xent(fn, trials: int = 4) -> bool:
+    """Exercise 5.1: ``fn(z1, z2, temperature) -> scalar`` must match :func:`sslbook.losses.nt_xent`
+    (SimCLR's loss over the 2N views, positives = the twin view) on random N×D inputs."""
+    from sslbook.losses import nt_xent
+
+    g = torch.Generator().manual_seed(0)
+    for n, d, t in [(4, 8, 0.5), (16, 3, 0.1), (1, 5, 1.0), (9, 32, 0.07)][:trials]:
+        z1, z2 = torch.randn(n, d, generator=g) * 3, torch.randn(n, d, generator=g)
+        ok, got = _call("NT-Xent", fn, z1, z2, t)
+        if not ok:
+            return False
+        want = nt_xent(z1, z2, t)
+        got = torch.as_tensor(got, dtype=torch.float32)
+        if got.numel() != 1:
+            return _report("NT-Xent", False, f"expected a scalar, got shape {tuple(got.shape)} (average over the 2N views)")
+        if not torch.allclose(got.reshape(()), want, atol=1e-4):
+            return _report("NT-Xent", False, f"N={n}, D={d}, τ={t}: expected {float(want):.5f}, got {float(got):.5f}")
+    return _report("NT-Xent", True, "matches sslbook.losses.nt_xent")
+
+
+def check_mi_lower_bound(fn) -> bool:
+    """Exercise 5.2: ``fn(scores) -> log N − InfoNCE`` for an N×N score matrix whose positives are
+    on the diagonal (the estimate of chapter 5's mutual-information bound)."""
+    import math
+
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    cases = [torch.zeros(8, 8), 30 * torch.eye(5), torch.randn(16, 16, generator=g) * 2, torch.randn(3, 3, generator=g)]
+    for scores in cases:
+        ok, got = _call("InfoNCE bound", fn, scores.clone())
+        if not ok:
+            return False
+        n = scores.shape[0]
+        want = math.log(n) - float(F.cross_entropy(scores, torch.arange(n)))
+        got = float(torch.as_tensor(got))
+        if not math.isfinite(got) or abs(got - want) > 1e-4:
+            return _report("InfoNCE bound", False, f"N={n}: expected {want:.5f}, got {got:.5f}")
+    return _report("InfoNCE bound", True, "log N − L agrees on uninformative, perfect and random scores")

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str | type[Method]] = {
     "context_encoder": "sslbook.methods.context_encoder:ContextEncoder",
     "split_brain": "sslbook.methods.split_brain:SplitBrain",
     "video_colorization": "sslbook.methods.video_colorization:VideoColorization",
+    "simclr": "sslbook.methods.simclr:SimCLR",
 }
 
 
