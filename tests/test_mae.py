@@ -100,7 +100,7 @@ def test_vit_learned_positions_interpolate():
 
 
 @pytest.mark.parametrize("name,dim,depth,heads,patch", [("vit_small", 384, 12, 6, 16), ("vit_base", 768, 12, 12, 16),
-                                                         ("vit_small_p4", 384, 12, 6, 4)])
+                                                         ("vit_small_p4", 384, 12, 6, 4), ("vit_tiny_p4", 96, 4, 3, 4)])
 def test_vit_sizes_construct(name, dim, depth, heads, patch):
     vit = build_backbone(name, INFO)  # built only; no big inputs
     assert (vit.out_dim, vit.depth, vit.heads, vit.patch_size) == (dim, depth, heads, patch)
