@@ -24,6 +24,7 @@ from sslbook import distributed as dist
 from sslbook.augment import to_float
 from sslbook.config import TrainConfig, resolve
 from sslbook.data.base import DataInfo
+from sslbook.data.indexed import WithIndex
 from sslbook.data.registry import load_dataset, pretrain_split
 from sslbook.methods import get_method
 from sslbook.models import build_backbone
@@ -62,8 +63,9 @@ class _ViewCollate:
         self.method = method
 
     def __call__(self, batch):
-        images, labels = default_collate(batch)
-        return self.method.make_views(to_float(images), labels), labels
+        images, labels, *index = default_collate(batch)
+        index_kw = {"indices": index[0]} if index else {}
+        return self.method.make_views(to_float(images), labels, **index_kw), labels
 
 
 def _to_device(views, device):
@@ -115,6 +117,10 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
     info = train_set.info
     method = build_method(cfg, info).to(device)
+    # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
+    needs_indices = bool(getattr(method, "needs_indices", False))
+    if needs_indices:
+        train_set = WithIndex(train_set)
     if device.type == "cuda" and cfg.backbone.startswith("resnet"):
         method = method.to(memory_format=torch.channels_last)
     model = dist.wrap_ddp(method, device, sync_bn=cfg.sync_bn)
@@ -187,7 +193,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
                    disable=not (main and cfg.progress), file=sys.stderr, mininterval=1.0, leave=True)
         pending: list[tuple[int, torch.Tensor, dict]] = []
         t0, seen = time.perf_counter(), 0
-        for images, labels in loader:
+        for images, labels, *index in loader:
             if step >= total_steps:
                 break
             for group in optimizer.param_groups:  # groups may scale the rate or keep it fixed (see optim.param_groups)
@@ -196,7 +202,8 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
             if cfg.augment_on == "loader":
                 views = _to_device(images, device)
             else:
-                views = method.make_views(to_float(images.to(device, non_blocking=True)), labels)
+                index_kw = {"indices": index[0].to(device, non_blocking=True)} if needs_indices else {}
+                views = method.make_views(to_float(images.to(device, non_blocking=True)), labels, **index_kw)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 outputs = model(views, labels)
             loss = outputs["loss"]

@@ -234,6 +234,38 @@ def test_views_of_different_sizes_on_device_or_in_workers(small, augment_on, wor
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
 
 
+class IndexToy(Supervised):
+    """Supervised, plus a buffer that counts which training images it was handed, by data-set index."""
+
+    name = "index_toy"
+    needs_indices = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("seen", torch.zeros(256, dtype=torch.long))
+
+    label_table: torch.Tensor  # the training set's labels by index, set by the test
+
+    @torch.no_grad()
+    def make_views(self, images, labels, indices=None):
+        assert indices is not None and indices.shape == labels.shape
+        assert torch.equal(IndexToy.label_table[indices.cpu()], labels.cpu())  # each image came with its own index
+        self.seen.index_add_(0, indices.to(self.seen.device), torch.ones_like(indices).to(self.seen.device))
+        return super().make_views(images, labels)
+
+
+@pytest.mark.parametrize("augment_on", ["device", "loader"])
+def test_methods_that_need_indices_get_each_images_index(small, augment_on):
+    from sslbook.data import load_dataset
+
+    train_set = load_dataset("shapes", "train", **small["data_kwargs"])
+    IndexToy.label_table = torch.tensor([int(train_set[i][1]) for i in range(len(train_set))])
+    register("index_toy", IndexToy)
+    result = train("index_toy", epochs=1, batch_size=32, augment_on=augment_on, **{k: v for k, v in small.items() if k not in ("epochs", "batch_size")})
+    if augment_on == "device":  # views made in the training process: the method's buffer saw every index once
+        assert result.method.seen.tolist() == [1] * 256
+
+
 def test_cli_eval_protocols_in_process(small, tmp_path, capsys):
     from sslbook.cli import main
 

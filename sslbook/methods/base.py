@@ -16,6 +16,9 @@ The trainer never names a method; it calls these hooks in this order every step:
 After training, the trainer runs the standard evaluation protocols on ``method.backbone`` and adds what
 :meth:`Method.evaluate_extra` returns (a method-specific measurement, e.g. mask propagation IoU).
 
+A method that sets ``needs_indices = True`` (a memory bank with one slot per training image) gets
+``make_views(images, labels, indices=...)`` with each image's index in the training set.
+
 ``views`` is whatever ``make_views`` returns: usually a list of N×3×h×w tensors, one per view, which may
 have different sizes (multi-crop). The representation the evaluation protocols measure is
 ``method.backbone``.
