@@ -284,3 +284,18 @@ RECIPES["video_colorization"] = {
     "full": dict(optimizer="adamw", base_lr=1e-3, weight_decay=1e-4, epochs=100, batch_size=256, warmup_epochs=2,
                  method_kwargs=dict(video_size=128, clip_batch=32, loss="classification", temperature=0.05)),
 }
+
+# Chapter 7: contrastive predictive coding.
+RECIPES["cpc"] = {
+    # Tiny: PROVISIONAL (being tuned).
+    "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
+                 method_kwargs=dict(patch=16, stride=8, steps=(1, 2), temperature=0.1, normalize=True)),
+    # Full: CPC v2 (Hénaff et al. 2019, appendix A): 64-px patches with stride 32 (50% overlap) on 256-px crops,
+    # a 7×7 grid, predictions up to 5 rows below (we take k = 1…4 on a smaller grid), Adam lr 4e-4, batch 512 per
+    # core group, per-patch colour dropping / jitter and flips. On STL-10 (96 px, unlabelled 100k): 32-px
+    # patches with stride 16 give a 5×5 grid; ResNet-18 patch encoder; raw dot-product scores as in the paper.
+    "full": dict(data="stl10", image_size=96, backbone="resnet18_cifar", optimizer="adamw", base_lr=4e-4,
+                 weight_decay=1e-4, epochs=200, batch_size=256, warmup_epochs=5, knn_k=200,
+                 method_kwargs=dict(patch=32, stride=16, steps=(1, 2, 3, 4), temperature=1.0, normalize=False,
+                                    context_width=512, crop_scale=(0.5, 1.0), drop_p=0.5)),
+}
