@@ -14,7 +14,7 @@ from sslbook.config import resolve
 from sslbook.data.base import DataInfo
 from sslbook.losses import cpc_infonce
 from sslbook.methods import get_method, list_methods
-from sslbook.methods.cpc import CPC, ContextNetwork, MaskedConv2d, SequenceCPC, cut_grid, grid_size, slow_sinusoids
+from sslbook.methods.cpc import CPC, ContextNetwork, MaskedConv2d, SequenceCPC, cut_grid, grid_size, toy_sequences
 from sslbook.models import build_backbone
 
 INFO = DataInfo("toy", [str(i) for i in range(10)], 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -190,8 +190,9 @@ def test_registered_with_recipes_for_both_presets():
 
 def test_sequence_cpc_learns_the_toy():
     torch.manual_seed(0)
-    x, omega = slow_sinusoids(64, steps=12, chunk=8, generator=torch.Generator().manual_seed(0))
-    assert x.shape == (64, 12, 8) and omega.shape == (64, 12)
+    x, speed, state, style = toy_sequences(64, steps=12, dim=8, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (64, 12, 8) and state.shape == (64, 12) and style.shape == (64, 4)
+    assert torch.equal((state[:, 1:] - state[:, :-1]) % 17, speed[:, None].expand(64, 11))  # s advances by v
     model = SequenceCPC(8, dim=16, context_dim=16, steps=(1, 2))
     out = model(x)
     assert out["z"].shape == (64, 12, 16) and out["c"].shape == (64, 12, 16)
@@ -203,7 +204,7 @@ def test_sequence_cpc_learns_the_toy():
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     first = float(out["loss"].detach())
     for _ in range(60):
-        loss = model(slow_sinusoids(64, steps=12, chunk=8)[0])["loss"]
+        loss = model(toy_sequences(64, steps=12, dim=8)[0])["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -233,3 +234,22 @@ def test_cli_smoke_run(shapes_root, tmp_path):
     assert state["config"]["method_kwargs"]["steps"] == [1]
     bad = subprocess.run(cmd[:-1] + ["temperature=0"], env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "temperature > 0" in bad.stderr
+
+
+def test_exercise_checkers_accept_the_answer_and_reject_a_wrong_one():
+    from sslbook.exercises import check_causal_mask, check_cpc_infonce
+
+    assert check_cpc_infonce(lambda z, preds, steps, t: cpc_infonce(z, preds, steps, t))
+    assert not check_cpc_infonce(lambda z, preds, steps, t: cpc_infonce(z, preds, steps, t, normalize=True))
+    # a classic mistake: negatives from the same image only
+    assert not check_cpc_infonce(lambda z, preds, steps, t: torch.stack(
+        [cpc_infonce(z[i:i + 1], [p[i:i + 1] for p in preds], steps, t) for i in range(len(z))]).mean())
+
+    def mask(k):
+        m = torch.zeros(k, k)
+        m[: k // 2 + 1] = 1
+        return m
+
+    assert check_causal_mask(mask)
+    assert not check_causal_mask(lambda k: torch.tril(torch.ones(k, k)))
+    assert torch.equal(MaskedConv2d(2, 2, 5).mask[0, 0], mask(5))

@@ -25,11 +25,9 @@ is the patch encoder applied to the same grid of a whole image and mean-pooled o
 as CPC v2 evaluates its encoder: the context network and the W_k are thrown away.
 
 A 1-D version for intuition, :class:`SequenceCPC` (GRU context on a sequence of vectors), uses the
-same loss; chapter 7 trains it on :func:`slow_sinusoids`.
+same loss; chapter 7 trains it on :func:`toy_sequences`.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -232,16 +230,18 @@ class SequenceCPC(nn.Module):
         return {"loss": cpc_infonce(z, preds, self.steps, self.temperature), "z": z, "c": c, "preds": preds}
 
 
-def slow_sinusoids(n: int, steps: int = 32, chunk: int = 16, noise: float = 0.3, generator=None):
-    """A toy sequence with a slowly varying latent: each sequence has a frequency ω drawn in [0.1, 0.6]
-    rad/sample that drifts slowly; the signal is sin of its accumulated phase plus Gaussian noise,
-    cut into ``steps`` chunks of ``chunk`` samples. Returns (x N×steps×chunk, ω N×steps: the latent)."""
-    g = generator
-    omega0 = torch.rand(n, 1, generator=g) * 0.5 + 0.1
-    drift = torch.cumsum(torch.randn(n, steps, generator=g) * 0.01, dim=1)
-    omega = (omega0 + drift).clamp(0.05, 0.7)  # N×steps, one value per chunk
-    phase0 = torch.rand(n, 1, generator=g) * 2 * math.pi
-    w = omega.repeat_interleave(chunk, dim=1)  # N×(steps·chunk)
-    phase = phase0 + torch.cumsum(w, dim=1)
-    signal = torch.sin(phase) + noise * torch.randn(n, steps * chunk, generator=g)
-    return signal.view(n, steps, chunk), omega
+def toy_sequences(n: int, steps: int = 16, dim: int = 16, states: int = 17, noise: float = 0.3, generator=None):
+    """Toy sequences with a fast and two slow latents (chapter 7). Each sequence has a *style* u ∈ R⁴
+    (constant, visible in every step, like a speaker's voice) and a *speed* v ∈ {1, 2, 3} (constant, but
+    visible only across steps); its *state* advances s_{t+1} = s_t + v (mod ``states``) from a random
+    start. Step t shows x_t = A[s_t] + B u + noise, with A (states×dim) and B (4×dim) fixed random
+    matrices (the same "world" for every call). With a prime number of states ≥ steps no state repeats
+    within a sequence. Returns (x N×steps×dim, speed N, state N×steps, style N×4)."""
+    world = torch.Generator().manual_seed(1234)
+    a, b = torch.randn(states, dim, generator=world), torch.randn(4, dim, generator=world) * 0.5
+    speed = torch.randint(1, 4, (n,), generator=generator)
+    start = torch.randint(0, states, (n, 1), generator=generator)
+    state = (start + speed[:, None] * torch.arange(steps)) % states  # N×steps
+    style = torch.randn(n, 4, generator=generator)
+    x = a[state] + (style @ b)[:, None] + noise * torch.randn(n, steps, dim, generator=generator)
+    return x, speed, state, style
