@@ -296,10 +296,11 @@ RECIPES["cpc"] = {
     # each, 3 epochs). Per-patch colour jitter and grey as in relative position: overlapping neighbours share colours.
     "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
                  method_kwargs=dict(patch=16, stride=8, steps=(1, 2), temperature=0.1, normalize=True)),
-    # Full: CPC v2 (Hénaff et al. 2019, appendix A): 64-px patches with stride 32 (50% overlap) on 256-px crops,
-    # a 7×7 grid, predictions up to 5 rows below (we take k = 1…4 on a smaller grid), Adam lr 4e-4, batch 512 per
-    # core group, per-patch colour dropping / jitter and flips. On STL-10 (96 px, unlabelled 100k): 32-px
-    # patches with stride 16 give a 5×5 grid; ResNet-18 patch encoder; raw dot-product scores as in the paper.
+    # Full: CPC v2's geometry (Hénaff et al. 2019; van den Oord et al. 2018, sec. 3.2): 64-px patches with a 32-px
+    # stride (50% overlap) give a 7×7 grid, and the context predicts up to 5 rows below; per-patch augmentation
+    # (colour dropping, jitter, grey). Scaled to STL-10 (96 px, one GPU): 32-px patches, 16-px stride, a 5×5 grid,
+    # k = 1…4, a ResNet-18 (CIFAR stem) patch encoder, raw dot-product scores (τ = 1, no normalisation, as in the
+    # paper). The optimiser (AdamW, base lr 4e-4 × batch/256, 200 epochs) is our choice, not the paper's numbers.
     "full": dict(data="stl10", image_size=96, backbone="resnet18_cifar", optimizer="adamw", base_lr=4e-4,
                  weight_decay=1e-4, epochs=200, batch_size=256, warmup_epochs=5, knn_k=200,
                  method_kwargs=dict(patch=32, stride=16, steps=(1, 2, 3, 4), temperature=1.0, normalize=False,
