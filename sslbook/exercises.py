@@ -278,3 +278,40 @@ def check_mi_lower_bound(fn) -> bool:
         if not math.isfinite(got) or abs(got - want) > 1e-4:
             return _report("InfoNCE bound", False, f"N={n}: expected {want:.5f}, got {got:.5f}")
     return _report("InfoNCE bound", True, "log N − L agrees on uninformative, perfect and random scores")
+
+
+def check_cpc_infonce(fn, trials: int = 3) -> bool:
+    """Exercise 7.1: ``fn(z, preds, steps, temperature) -> scalar`` must match
+    :func:`sslbook.losses.cpc_infonce` (dot-product scores): z N×T×W×D, preds[s] N×(T−k)×W×D for the
+    k = steps[s] rows ahead; every encoding of the batch is a candidate; the mean over positions, then over k."""
+    from sslbook.losses import cpc_infonce
+
+    g = torch.Generator().manual_seed(0)
+    for n, t, w, d, steps, tau in [(3, 4, 3, 8, (1, 2), 1.0), (2, 5, 2, 4, (2, 3), 0.5), (4, 3, 1, 6, (1,), 0.2)][:trials]:
+        z = torch.randn(n, t, w, d, generator=g)
+        preds = [torch.randn(n, t - k, w, d, generator=g) for k in steps]
+        ok, got = _call("CPC InfoNCE", fn, z.clone(), [p.clone() for p in preds], steps, tau)
+        if not ok:
+            return False
+        want = cpc_infonce(z, preds, steps, tau)
+        got = torch.as_tensor(got, dtype=torch.float32)
+        if got.numel() != 1:
+            return _report("CPC InfoNCE", False, f"expected a scalar, got shape {tuple(got.shape)}")
+        if not torch.allclose(got.reshape(()), want, atol=1e-4):
+            return _report("CPC InfoNCE", False, f"N={n}, grid {t}×{w}, steps {steps}, τ={tau}: expected {float(want):.5f}, got {float(got):.5f}")
+    return _report("CPC InfoNCE", True, "matches sslbook.losses.cpc_infonce")
+
+
+def check_causal_mask(fn) -> bool:
+    """Exercise 7.2: ``fn(kernel_size) -> kernel_size×kernel_size`` 0/1 mask for a convolution whose
+    output at row i may see input rows ≤ i only (the centre row and the rows above it, every column)."""
+    for k in (3, 5, 1):
+        ok, got = _call("causal mask", fn, k)
+        if not ok:
+            return False
+        got = torch.as_tensor(got, dtype=torch.float32)
+        want = torch.zeros(k, k)
+        want[: k // 2 + 1] = 1
+        if got.shape != want.shape or not torch.equal(got, want):
+            return _report("causal mask", False, f"kernel {k}: expected\n{want.int()}\ngot\n{got}")
+    return _report("causal mask", True, "rows below the centre are zero, the others one")

@@ -249,3 +249,56 @@ def copy_colours(f_ref: torch.Tensor, f_tgt: torch.Tensor, c_ref: torch.Tensor, 
     """
     a = attention_pointer(f_ref, f_tgt, temperature)  # N×M×P
     return torch.einsum("nkm,nmp->nkp", c_ref.float(), a)
+
+
+# ----------------------------------------------------------------------------------------------
+# Contrastive predictive coding (chapter 7)
+# ----------------------------------------------------------------------------------------------
+
+
+def cpc_infonce(z: torch.Tensor, preds: list[torch.Tensor], steps: list[int] | tuple[int, ...],
+                temperature: float = 1.0, normalize: bool = False) -> torch.Tensor:
+    """CPC's InfoNCE (van den Oord et al. 2018, eq. 4; Hénaff et al. 2019 for images).
+
+    z: N×T×…×D encodings; axis 1 is the direction of prediction (time for a sequence, rows of a patch
+    grid for an image) and any further axes (the grid's columns) are extra positions. preds: one tensor
+    per step k in ``steps``, of shape N×(T−k)×…×D: ``preds[s][n, t, …]`` is the prediction W_k c_t made
+    from the context at t for the encoding k steps ahead, z[n, t+k, …]. The score of a candidate z_j is
+    s = predᵀ z_j / τ (with ``normalize``, the cosine of the two instead of the dot product); the
+    candidates are **every** encoding of the batch, other positions of the same sequence or image and
+    all positions of the other ones (of every process, under torchrun)::
+
+        L_k = −mean over (n, t, …) of  log  exp(s(pred, z_{n,t+k,…})) / Σ_{all j} exp(s(pred, z_j))
+        L   = mean over k of L_k
+
+    Vectorised: one matrix product and one cross-entropy per step k, no loop over the batch.
+    """
+    if not temperature > 0:
+        raise ValueError(f"cpc_infonce needs a temperature > 0, got {temperature}")
+    if z.dim() < 3:
+        raise ValueError(f"cpc_infonce needs z of shape N×T×…×D, got {tuple(z.shape)}")
+    steps = [int(k) for k in steps]
+    if len(preds) != len(steps) or not steps:
+        raise ValueError(f"cpc_infonce needs one prediction tensor per step, got {len(preds)} for steps {steps}")
+    n, t = z.shape[:2]
+    d = z.shape[-1]
+    z = z.float()
+    if normalize:
+        z = F.normalize(z, dim=-1)
+    rank, _ = _world()
+    candidates = _gather(z.reshape(-1, d))  # (world·N·T·…)×D: every encoding of the batch
+    index = torch.arange(z[..., 0].numel(), device=z.device).view(z.shape[:-1]) + rank * z[..., 0].numel()  # N×T×…
+    total = 0.0
+    for k, p in zip(steps, preds):
+        if not 0 < k < t:
+            raise ValueError(f"cpc_infonce: step k={k} must be in 1…{t - 1} for {t} positions along axis 1")
+        want = (n, t - k, *z.shape[2:-1], d)
+        if tuple(p.shape) != want:
+            raise ValueError(f"cpc_infonce: predictions for k={k} must have shape {want}, got {tuple(p.shape)}")
+        p = p.float()
+        if normalize:
+            p = F.normalize(p, dim=-1)
+        logits = p.reshape(-1, d) @ candidates.T / temperature  # (N·(T−k)·…)×(all encodings)
+        target = index[:, k:].reshape(-1)  # the positive: z at t + k, same column, same sequence
+        total = total + F.cross_entropy(logits, target)
+    return total / len(steps)

@@ -18,6 +18,7 @@ REGISTRY: dict[str, str | type[Method]] = {
     "split_brain": "sslbook.methods.split_brain:SplitBrain",
     "video_colorization": "sslbook.methods.video_colorization:VideoColorization",
     "simclr": "sslbook.methods.simclr:SimCLR",
+    "cpc": "sslbook.methods.cpc:CPC",
 }
 
 
