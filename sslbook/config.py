@@ -108,6 +108,50 @@ RECIPES: dict[str, dict[str, dict]] = {
         # Full: the standard CIFAR ResNet-18 recipe (SGD 0.1, momentum 0.9, wd 5e-4, 200 epochs, batch 128).
         "full": dict(optimizer="sgd", base_lr=0.2, weight_decay=5e-4, epochs=200, batch_size=128),
     },
+    # Chapter 6: memory banks and momentum encoders. Tiny recipes were chosen on the generated data at this
+    # preset (short runs, so a faster momentum than the papers' and a queue of a few batches).
+    "instdisc": {
+        "tiny": dict(optimizer="sgd", base_lr=0.06, weight_decay=5e-4, epochs=4,
+                     method_kwargs=dict(bank_size=5000, num_negatives=1024)),
+        # Full: Wu et al. 2018, sec. 4: SGD lr 0.03 (batch 256), momentum 0.9, wd 5e-4, 200 epochs,
+        # τ = 0.07, bank momentum 0.5, 4096 negatives; bank_size = CIFAR-10's 50 000 training images.
+        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=5e-4, epochs=200, batch_size=256,
+                     method_kwargs=dict(bank_size=50000, num_negatives=4096, temperature=0.07, bank_momentum=0.5)),
+    },
+    "pirl": {
+        "tiny": dict(optimizer="sgd", base_lr=0.06, weight_decay=5e-4, epochs=4,
+                     method_kwargs=dict(bank_size=5000, num_negatives=1024)),
+        # Full: Misra & van der Maaten 2020, sec. 4: SGD lr 0.12 for batch 1024 (= 0.03 per 256), wd 1e-4,
+        # 800 epochs, 32 000 negatives, τ = 0.07, bank momentum 0.5, λ = 0.5.
+        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, epochs=800, batch_size=1024,
+                     method_kwargs=dict(bank_size=50000, num_negatives=32000, temperature=0.07, bank_momentum=0.5, lam=0.5)),
+    },
+    "moco_v1": {
+        "tiny": dict(optimizer="sgd", base_lr=0.06, weight_decay=5e-4, epochs=4,
+                     method_kwargs=dict(queue_size=4096, momentum=0.99)),
+        # Full: He et al. 2020, sec. 4: SGD lr 0.03 (batch 256), wd 1e-4, m = 0.999, K = 65536, τ = 0.07,
+        # 200 epochs, 128-d linear head, shuffled BN over 8 GPUs (bn_splits=8 on one).
+        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, epochs=200, batch_size=256,
+                     method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.07, bn_splits=8)),
+    },
+    "moco_v2": {
+        "tiny": dict(optimizer="sgd", base_lr=0.06, weight_decay=5e-4, epochs=4,
+                     method_kwargs=dict(queue_size=4096, momentum=0.99, mlp_hidden=256)),
+        # Full: Chen et al. 2020 (MoCo v2): SGD lr 0.03 × batch/256, wd 1e-4, m = 0.999, K = 65536, τ = 0.2,
+        # MLP head 2048-d hidden, blur, cosine schedule, 200 epochs (batch 256).
+        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, epochs=200, batch_size=256,
+                     method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.2, mlp_hidden=2048, bn_splits=8)),
+    },
+    "moco_v3": {
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=4,
+                     method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=512, dim=128)),
+        # Full: Chen, Xie & He 2021, ViT-S recipe: AdamW lr 1.5e-4 × batch/256, wd 0.1, batch 4096, 300 epochs,
+        # 40 warm-up epochs, τ = 0.2, m from 0.99 to 1 (cosine), MLPs 4096-d hidden, 256-d output.
+        # (ResNet-50 recipe: LARS lr 0.3 × batch/256 … see the paper's appendix; τ = 1.0.)
+        "full": dict(optimizer="adamw", base_lr=1.5e-4, weight_decay=0.1, epochs=300, warmup_epochs=40,
+                     batch_size=4096, backbone="vit_small",
+                     method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=4096, dim=256)),
+    },
 }
 
 

@@ -7,6 +7,11 @@ from sslbook.methods.base import Method
 
 REGISTRY: dict[str, str | type[Method]] = {
     "supervised": "sslbook.methods.supervised:Supervised",
+    "instdisc": "sslbook.methods.instdisc:InstDisc",
+    "pirl": "sslbook.methods.pirl:PIRL",
+    "moco_v1": "sslbook.methods.moco_v1:MoCoV1",
+    "moco_v2": "sslbook.methods.moco_v2:MoCoV2",
+    "moco_v3": "sslbook.methods.moco_v3:MoCoV3",
 }
 
 

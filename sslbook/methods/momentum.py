@@ -1,0 +1,179 @@
+"""The pieces that memory-bank and momentum methods share: a momentum (EMA) copy of a network, its
+update rule, a FIFO queue of keys, a memory bank of every training image, and MoCo's shuffled BN.
+
+They are modules with **registered buffers** (queue, pointer, bank), so ``state_dict()`` — and with it
+every checkpoint — carries them together with the key encoder: a resumed run continues exactly where
+it stopped. Under ``torchrun`` every process enqueues (or writes) the keys of the *whole* global batch,
+so all processes keep the same dictionary.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslbook import distributed as dist
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` that receives no gradient: the key (momentum, target) encoder θk ← θq."""
+    twin = copy.deepcopy(module)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+@torch.no_grad()
+def momentum_update_(target: nn.Module, online, m: float) -> None:
+    """θk ← m·θk + (1 − m)·θq over all parameters, as two fused in-place ops over the parameter lists.
+
+    ``online``: a module, or a list of modules whose parameters, in order, match ``target``'s.
+    m = 0 copies the online network (no momentum); m = 1 freezes the target.
+    """
+    modules = online if isinstance(online, (list, tuple)) else [online]
+    t_params = list(target.parameters())
+    o_params = [p.detach() for mod in modules for p in mod.parameters()]
+    if len(t_params) != len(o_params):
+        raise ValueError(f"momentum update needs two networks of the same shape, got {len(t_params)} and {len(o_params)} parameters")
+    torch._foreach_mul_(t_params, m)
+    torch._foreach_add_(t_params, o_params, alpha=1.0 - m)
+
+
+def cosine_momentum(step: int, total_steps: int, base: float) -> float:
+    """BYOL's / MoCo v3's momentum schedule: from ``base`` at step 0 up to 1 at the end (cosine)."""
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+
+
+def check_temperature(name: str, temperature: float) -> float:
+    if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"{name} needs a temperature > 0 (it divides the similarities), got {temperature!r}")
+    return float(temperature)
+
+
+def check_pair(name: str, views) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views of the same batch with the same shape, or a clear ValueError."""
+    if not isinstance(views, (list, tuple)) or len(views) != 2:
+        raise ValueError(f"{name} needs two views (a list of two N×3×H×W tensors), got {type(views).__name__} of length {len(views) if hasattr(views, '__len__') else '?'}")
+    a, b = views
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"{name} needs two views of the same N×3×H×W shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a, b
+
+
+class KeyQueue(nn.Module):
+    """MoCo's dictionary: a FIFO queue of the K most recent keys (He et al. 2020, sec. 3.2).
+
+    ``keys``: K×D buffer of unit vectors (random at start); ``ptr``: where the next batch goes. Each step
+    the current keys are enqueued and the oldest batch leaves. K must be a multiple of the global batch
+    so a batch never wraps around the end.
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        if not (isinstance(size, int) and size > 0):
+            raise ValueError(f"the queue size must be a positive integer, got {size!r}")
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))  # K×D
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[0]
+
+    def check_batch(self, batch: int) -> None:
+        if self.size % batch:
+            raise ValueError(
+                f"the queue size {self.size} is not a multiple of the global batch {batch}: "
+                f"choose queue_size = a multiple of {batch} (e.g. {max(1, self.size // batch) * batch})"
+            )
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """keys: B×D of this process; every process's keys are gathered and enqueued (oldest out)."""
+        keys = dist.all_gather(keys.detach().float())  # (world·B)×D
+        b = keys.shape[0]
+        self.check_batch(b)
+        p = int(self.ptr)
+        self.keys[p:p + b] = F.normalize(keys, dim=1)
+        self.ptr.fill_((p + b) % self.size)
+
+
+class MemoryBank(nn.Module):
+    """Wu et al. 2018's memory bank: one D-dimensional unit vector per training image, updated by momentum.
+
+    ``vectors``: N×D buffer (N = the training-set size). ``update(index, v)`` sets
+    v̄ ← normalise(m·v̄ + (1 − m)·v); ``sample(k)`` draws k random entries as negatives.
+    """
+
+    def __init__(self, size: int, dim: int, momentum: float = 0.5):
+        super().__init__()
+        if not (isinstance(size, int) and size > 0):
+            raise ValueError(f"the memory bank size must be the number of training images (a positive integer), got {size!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"the memory bank momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.register_buffer("vectors", F.normalize(torch.randn(size, dim), dim=1))  # N×D
+
+    @property
+    def size(self) -> int:
+        return self.vectors.shape[0]
+
+    def check_index(self, index: torch.Tensor, method: str) -> torch.Tensor:
+        if index is None:
+            raise ValueError(
+                f"{method} needs each image's index in the training set (its memory-bank slot): call "
+                f"make_views(images, labels, indices=...) with the dataset indices of the batch"
+            )
+        index = torch.as_tensor(index).long()
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.size):
+            raise ValueError(
+                f"{method}: image index {int(index.max())} is outside the memory bank of {self.size} entries; "
+                f"set method_kwargs bank_size to the training-set size"
+            )
+        return index
+
+    def get(self, index: torch.Tensor) -> torch.Tensor:
+        return self.vectors[index].clone()  # B×D
+
+    def sample(self, k: int) -> torch.Tensor:
+        idx = torch.randint(0, self.size, (k,), device=self.vectors.device)
+        return self.vectors[idx].clone()  # k×D
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, v: torch.Tensor) -> None:
+        """index: B, v: B×D of this process; gathered over processes so every bank stays the same."""
+        index = dist.all_gather(index.to(self.vectors.device))
+        v = F.normalize(dist.all_gather(v.detach().float()), dim=1)
+        mixed = self.momentum * self.vectors[index] + (1 - self.momentum) * v
+        self.vectors[index] = F.normalize(mixed, dim=1)
+
+
+@torch.no_grad()
+def shuffled_bn_forward(encoder: nn.Module, x: torch.Tensor, splits: int = 1) -> torch.Tensor:
+    """Encode the key batch with **shuffled BN** (He et al. 2020, sec. 3.3).
+
+    With BN, a query and its positive key computed in the same batch can "cheat" through the batch
+    statistics. MoCo shuffles the key batch across GPUs, so a key's BN statistics come from other
+    images than its query's. Under torchrun we do exactly that (gather, shuffle, encode the local share,
+    unshuffle). On one process the equivalent is to shuffle and encode in ``splits`` sub-batches, each
+    with its own BN statistics (the "split BN" of single-GPU MoCo code). x: B×3×H×W → B×D.
+    """
+    world = dist.world_size()
+    if world > 1:
+        b = x.shape[0]
+        xs = dist.all_gather(x)  # (world·b)×…
+        perm = torch.randperm(xs.shape[0], device=x.device)
+        torch.distributed.broadcast(perm, src=0)
+        mine = perm.view(world, -1)[dist.rank()]
+        keys = dist.all_gather(encoder(xs[mine]))  # keys of perm order
+        unshuffle = torch.argsort(perm)
+        return keys[unshuffle].view(world, b, -1)[dist.rank()]
+    if splits <= 1:
+        return encoder(x)
+    if x.shape[0] % splits:
+        raise ValueError(f"shuffled BN: the batch of {x.shape[0]} does not split into {splits} equal sub-batches")
+    perm = torch.randperm(x.shape[0], device=x.device)
+    keys = torch.cat([encoder(chunk) for chunk in x[perm].chunk(splits)])
+    return keys[torch.argsort(perm)]
