@@ -226,3 +226,27 @@ def test_recipes_exist_for_tiny_and_full():
             assert cfg.method_kwargs["queue_size"] % cfg.batch_size == 0
     assert resolve("moco_v2", "full").method_kwargs["queue_size"] == 65536
     assert resolve("moco_v3", "full").backbone == "vit_small"
+
+
+def test_exercise_checkers_accept_the_answer_and_refuse_a_wrong_one():
+    from sslbook.exercises import check_cosine_momentum, check_enqueue, check_momentum_update
+
+    def enqueue(queue, ptr, keys):
+        queue[ptr:ptr + len(keys)] = keys
+        return queue, (ptr + len(keys)) % len(queue)
+
+    def update(target, online, m):
+        for t, o in zip(target, online):
+            t.mul_(m).add_(o, alpha=1 - m)
+
+    assert check_enqueue(enqueue)
+    assert not check_enqueue(lambda q, p, k: (torch.cat([k, q[:-len(k)]]), p))  # a stack, not a FIFO
+    assert check_momentum_update(update)
+    assert not check_momentum_update(lambda t, o, m: None)
+    assert check_cosine_momentum(cosine_momentum)
+    assert not check_cosine_momentum(lambda s, n, b: b)
+
+    def todo(*a):
+        raise NotImplementedError
+
+    assert not check_enqueue(todo)
