@@ -108,6 +108,83 @@ RECIPES: dict[str, dict[str, dict]] = {
         # Full: the standard CIFAR ResNet-18 recipe (SGD 0.1, momentum 0.9, wd 5e-4, 200 epochs, batch 128).
         "full": dict(optimizer="sgd", base_lr=0.2, weight_decay=5e-4, epochs=200, batch_size=128),
     },
+    "byol": {
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=15, warmup_epochs=1,
+                     method_kwargs=dict(proj_dim=128, hidden_dim=512, base_momentum=0.99, blur_p=(0.0, 0.0))),
+        # Full: solo-learn's CIFAR BYOL (LARS lr 1.0 × batch/256, wd 1e-5, τ 0.99 → 1, 10 warm-up epochs,
+        # 1000 epochs, projector 4096 → 256); no blur at 32 px.
+        "full": dict(optimizer="lars", base_lr=1.0, weight_decay=1e-5, epochs=1000, batch_size=256, warmup_epochs=10,
+                     method_kwargs=dict(proj_dim=256, hidden_dim=4096, base_momentum=0.99, blur_p=(0.0, 0.0))),
+    },
+    "simsiam": {
+        "tiny": dict(optimizer="sgd", base_lr=0.06, weight_decay=5e-4, epochs=15,
+                     method_kwargs=dict(proj_dim=512, pred_hidden=128)),
+        # Full: the paper's CIFAR-10 setting (Chen & He 2021, App. D): SGD lr 0.03 × batch/256, wd 5e-4,
+        # momentum 0.9, batch 512, 800 epochs, projector 2048 (2 layers), predictor hidden 512.
+        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=5e-4, epochs=800, batch_size=512,
+                     method_kwargs=dict(proj_dim=2048, pred_hidden=512)),
+    },
+    "barlow_twins": {
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=15, warmup_epochs=1,
+                     method_kwargs=dict(proj_dim=1024, lambd=5e-3, blur_p=(0.0, 0.0))),
+        # Full: the paper (Zbontar et al. 2021): LARS, lr 0.2 × batch/256 for weights, wd 1.5e-6, 10 warm-up
+        # epochs, 1000 epochs, projector 3 × 8192, λ = 5e-3; batch 512 for CIFAR; no blur at 32 px.
+        "full": dict(optimizer="lars", base_lr=0.2, weight_decay=1.5e-6, epochs=1000, batch_size=512, warmup_epochs=10,
+                     method_kwargs=dict(proj_dim=8192, lambd=5e-3, blur_p=(0.0, 0.0))),
+    },
+    # Chapter 2: pretext tasks from image transformations.
+    "rotnet": {
+        # Tiny: one random angle per image (4× cheaper per step than all four) so the chapter fits
+        # its CPU budget. Random resized crops (20–100% of the scene), colour jitter and random grey:
+        # on whole colour scenes with light augmentation the network reads the rotation off the
+        # horizon and the sky colour alone, and after 3 epochs its features lost to random init
+        # (kNN 29% vs 40%); with these views and 6 epochs they beat it.
+        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=6,
+                     method_kwargs=dict(all_rotations=False, crop_scale=(0.2, 1.0), jitter_p=0.8, gray_p=0.2)),
+        # Full: Gidaris et al. 2018, CIFAR-10 experiments (Sec. 3.1, code github.com/gidariss/FeatureLearningRotNet):
+        # SGD, momentum 0.9, batch 128 (×4 rotations), lr 0.1, weight decay 5e-4, 100 epochs (here with
+        # a cosine schedule instead of steps ×0.2 at 30/60/80); all four rotations of every image.
+        "full": dict(optimizer="sgd", base_lr=0.2, weight_decay=5e-4, epochs=100, batch_size=128,
+                     method_kwargs=dict(all_rotations=True)),
+    },
+    "relative_position": {
+        # Tiny: 3×3 grid of 10-px cells on 32-px images, 7-px patches (gap 2, jitter 1) resized to 16 px,
+        # each patch with its own colour jitter (as for rotation, colour shortcuts otherwise dominate).
+        # A small learning rate: with base_lr 0.1 the features lost to random init (kNN 37% vs 40%,
+        # linear 63% vs 69%, 6 epochs); with 0.02 and 4 epochs the linear probe beats it.
+        "tiny": dict(optimizer="sgd", base_lr=0.02, weight_decay=5e-4, epochs=4,
+                     method_kwargs=dict(gap=2, jitter=1, patch_size=16, jitter_p=0.8, gray_p=0.2)),
+        # Full: STL-10 (96 px, 100k unlabelled images), ResNet-18. Doersch et al. 2015 cut 96-px patches
+        # with 48-px gaps and up to 7-px jitter from ImageNet; scaled to 96-px images: 32-px cells,
+        # gap 8, jitter 4 → 20-px patches resized to 64 px. SGD 0.1 (×batch/256), wd 5e-4, 200 epochs.
+        "full": dict(data="stl10", image_size=96, backbone="resnet18", optimizer="sgd", base_lr=0.1,
+                     weight_decay=5e-4, epochs=200, batch_size=256, knn_k=200,
+                     method_kwargs=dict(gap=8, jitter=4, patch_size=64)),
+    },
+    "jigsaw": {
+        # Tiny: 100 permutations, 7-px tiles (gap 2, jitter 1) resized to 12 px. With base_lr 0.1 the
+        # features lost to random init (kNN 31%, linear 61%); a small learning rate as for relative position.
+        "tiny": dict(optimizer="sgd", base_lr=0.02, weight_decay=5e-4, epochs=3,
+                     method_kwargs=dict(num_permutations=100, gap=2, jitter=1, tile_size=12)),
+        # Full: Noroozi & Favaro 2016: 1000 permutations of maximal Hamming distance, 64-px tiles cut
+        # from 75-px cells of a 225-px crop, SGD lr 0.01 (batch 256), ~350k iterations on ImageNet.
+        # On STL-10 (96 px): 32-px cells, gap 8, jitter 4 → 20-px tiles resized to 64 px; 200 epochs.
+        "full": dict(data="stl10", image_size=96, backbone="resnet18", optimizer="sgd", base_lr=0.05,
+                     weight_decay=5e-4, epochs=200, batch_size=256, knn_k=200,
+                     method_kwargs=dict(num_permutations=1000, gap=8, jitter=4, tile_size=64)),
+    },
+    "simclr": {
+        # Tiny: a few CPU minutes, so few steps: batch 128 (more steps per epoch), AdamW (learns much faster than
+        # SGD/LARS in ~100 steps), τ = 0.2 and crops of 20–100% of the area (32-px scenes; 8% crops hold
+        # little of the object). Chapter 5 ablates τ, the batch size, the head and the augmentations.
+        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
+                     method_kwargs=dict(temperature=0.2, crop_scale=(0.2, 1.0))),
+        # Full: Chen et al. 2020 (SimCLR). Default setting (section 2.3, B.1): LARS, lr = 0.3 × batch/256, weight
+        # decay 1e-6, 10 warm-up epochs then cosine decay. CIFAR-10 (appendix B.9): temperature 0.5, colour
+        # strength s = 0.5, no blur at 32 px, batch 256–4096 and 100–1000 epochs swept; we take batch 512, 1000 epochs.
+        "full": dict(optimizer="lars", base_lr=0.3, weight_decay=1e-6, epochs=1000, warmup_epochs=10, batch_size=512,
+                     method_kwargs=dict(temperature=0.5, jitter_strength=0.5, blur_p=0.0)),
+    },
     # Chapter 6: memory banks and momentum encoders. Tiny recipes were chosen on the generated data at this
     # preset (short runs, so a faster momentum than the papers' and a queue of a few batches).
     "instdisc": {
@@ -169,8 +246,9 @@ def run_dir(name: str, preset: str | None = None) -> str:
 
     Chapters train with ``train(method, out=run_dir(name), resume=True)``: the first chapter that
     needs a run trains it and checkpoints it; a later chapter (or a re-execution) that asks for the
-    same run with the same settings finds the finished checkpoint, loads it and only re-evaluates
-    ("train, or load what was trained"). Delete the folder to train again.
+    same run with the same settings finds the finished checkpoint and loads it with its stored metrics
+    (evaluated again only if the evaluation settings differ): "train, or load what was trained".
+    Delete the folder to train again.
     """
     preset = preset or current_preset()
     root = Path(os.environ[RUNS_ENV]) if os.environ.get(RUNS_ENV) else _REPO_RUNS
@@ -200,3 +278,53 @@ def resolve(method: str, preset: str | None = None, **overrides) -> TrainConfig:
     if unknown:
         raise TypeError(f"unknown training options: {sorted(unknown)}")
     return TrainConfig(method=method, preset=preset, method_kwargs=method_kwargs, data_kwargs=data_kwargs, **values)
+
+RECIPES["mae"] = {
+    # Tiny: a 0.45 M-parameter ViT (patch 8 → 16 patches of a 32×32 image) on the generated shapes; AdamW
+    # with MAE's betas (0.9, 0.95) and weight decay 0.05, a higher learning rate than the paper's because
+    # the run is a few hundred steps, 2 warm-up epochs, light decoder (width 64, 2 blocks), 75% masking.
+    "tiny": dict(backbone="vit_tiny", optimizer="adamw", base_lr=1e-3, weight_decay=0.05, epochs=20,
+                 warmup_epochs=2, method_kwargs=dict(mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
+                                                     decoder_heads=4, norm_pix_loss=True)),
+    # Full, CIFAR-10 at 32 px: ViT-S (width 384, 12 blocks, 6 heads) with 4×4 patches, after the public
+    # small-scale MAE recipe of IcarusWizard/MAE (ViT on CIFAR-10: 2000 epochs, 200 warm-up epochs, because
+    # CIFAR-10 has 50k images against ImageNet's 1.28 M; batch 4096) with the paper's optimiser: AdamW,
+    # base lr 1.5e-4 × batch/256, betas (0.9, 0.95), weight decay 0.05, 75% masking, normalised targets.
+    # ImageNet (He et al. 2021, Table 8 / A.1): backbone="vit_base", data="imagenet", image_size=224,
+    # batch_size=4096, epochs=800 (to 1600), warmup_epochs=40, decoder width 512 and depth 8, same optimiser.
+    "full": dict(backbone="vit_small_p4", optimizer="adamw", base_lr=1.5e-4, weight_decay=0.05, epochs=2000,
+                 warmup_epochs=200, batch_size=4096, min_lr_ratio=0.0,
+                 method_kwargs=dict(mask_ratio=0.75, decoder_dim=512, decoder_depth=8, decoder_heads=16,
+                                    norm_pix_loss=True)),
+}
+
+# Chapter 3: reconstruction and colour.
+RECIPES["context_encoder"] = {
+    # Tiny: SGD (Adam at 2e-3 or 2e-4 pulled the encoder's features below random init in a few epochs on the
+    # generated data), three random 10×10 holes per image (Pathak et al.'s random blocks), 3 epochs.
+    "tiny": dict(optimizer="sgd", base_lr=0.05, weight_decay=5e-4, epochs=3,
+                 method_kwargs=dict(rec_weight=0.999, adv_weight=0.001, holes=3, mask_size=10)),
+    # Full: Pathak et al. 2016 train with Adam, lr 2e-4 (the encoder 10× lower), λ_rec = 0.999, λ_adv = 0.001,
+    # batch 64 on ImageNet; here CIFAR-10 + resnet18_cifar, a 16×16 random square hole (a quarter of the image).
+    "full": dict(optimizer="adamw", base_lr=8e-4, weight_decay=0.0, epochs=200, batch_size=256, warmup_epochs=5,
+                 method_kwargs=dict(rec_weight=0.999, adv_weight=0.001, mask_size=16)),
+}
+RECIPES["split_brain"] = {
+    # Tiny: classification over 16×16 ab bins and 20 L bins, predicted at 8×8; SGD as for the other pretext tasks.
+    "tiny": dict(optimizer="sgd", base_lr=0.05, weight_decay=5e-4, epochs=2,
+                 method_kwargs=dict(loss="classification", ab_bins=16, l_bins=20)),
+    # Full: Zhang et al. 2017 (ImageNet, AlexNet halves, Adam): classification losses, ab in 10-unit bins
+    # (22×22 grid over [−110, 110]), L in 100 bins. CIFAR-10 + resnet18_cifar halves here.
+    "full": dict(optimizer="adamw", base_lr=1e-3, weight_decay=1e-4, epochs=200, batch_size=256, warmup_epochs=5,
+                 method_kwargs=dict(loss="classification", ab_bins=22, l_bins=100, target_size=16)),
+}
+RECIPES["video_colorization"] = {
+    # Tiny: 64×64 generated clips (an 8×8 feature map with convnet), 32 clips per step, 16 colour bins per axis;
+    # SGD (AdamW at 2e-3 left the image kNN at the random-init level after an epoch).
+    "tiny": dict(optimizer="sgd", base_lr=0.05, weight_decay=5e-4, epochs=2,
+                 method_kwargs=dict(video_size=64, clip_batch=32, loss="classification", temperature=0.05)),
+    # Full: Vondrick et al. 2018 (Kinetics, 256×256 frames, ResNet-18 + 3D conv, 16 k-means colour clusters,
+    # Adam lr 1e-3, batch 32 clips); here 128×128 generated clips with resnet18_cifar (a 16×16 map).
+    "full": dict(optimizer="adamw", base_lr=1e-3, weight_decay=1e-4, epochs=100, batch_size=256, warmup_epochs=2,
+                 method_kwargs=dict(video_size=128, clip_batch=32, loss="classification", temperature=0.05)),
+}

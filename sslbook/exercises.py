@@ -68,6 +68,223 @@ def check_cosine_schedule(fn) -> bool:
     return _report("cosine schedule", True, "matches sslbook.schedules.cosine_schedule")
 
 
+def check_random_masking(fn, trials: int = 5) -> bool:
+    """Exercise 4.1: ``fn(n, num_patches, mask_ratio) -> (ids_keep N×keep, ids_restore N×L, mask N×L)``
+    must keep exactly ``int(L·(1 − ratio))`` distinct patches per image, mark exactly the others as
+    masked (1), and ``ids_restore`` must undo the shuffle [visible; masked]."""
+    name = "random masking"
+    for n, L, ratio in [(4, 64, 0.75), (3, 16, 0.5), (2, 49, 0.9), (5, 64, 0.25), (1, 196, 0.75)][:trials]:
+        ok, got = _call(name, fn, n, L, ratio)
+        if not ok:
+            return False
+        ids_keep, ids_restore, mask = (torch.as_tensor(t) for t in got)
+        keep = int(L * (1 - ratio))
+        if tuple(ids_keep.shape) != (n, keep):
+            return _report(name, False, f"L={L}, ratio={ratio}: ids_keep should be {n}×{keep}, got {tuple(ids_keep.shape)}")
+        if tuple(mask.shape) != (n, L) or tuple(ids_restore.shape) != (n, L):
+            return _report(name, False, f"mask and ids_restore should be {n}×{L}")
+        for i in range(n):
+            kept = ids_keep[i].long().tolist()
+            if len(set(kept)) != keep:
+                return _report(name, False, "a patch is kept twice")
+            visible = (mask[i] == 0).nonzero().flatten().tolist()
+            if sorted(kept) != sorted(visible) or int((mask[i] == 1).sum()) != L - keep:
+                return _report(name, False, "the mask (1 = masked) does not match the kept patches")
+            # ids_restore is the inverse of the shuffle whose first `keep` entries are ids_keep, in order:
+            # gathering [visible tokens; mask tokens] with it puts every token back at its patch
+            restore = ids_restore[i].long()
+            if sorted(restore.tolist()) != list(range(L)):
+                return _report(name, False, "ids_restore is not a permutation of 0..L-1")
+            if restore.argsort()[:keep].tolist() != kept:
+                return _report(name, False, "ids_restore does not undo the shuffle that starts with ids_keep")
+    return _report(name, True, "exact counts, consistent mask and restore order")
+
+
+def check_masked_mse(fn) -> bool:
+    """Exercise 4.2: ``fn(pred, target, mask)`` (N×L×P, N×L×P, N×L with 1 = masked) must equal the
+    mean over masked patches of the per-patch MSE, and ignore the visible patches entirely."""
+    from sslbook.losses import masked_mse
+
+    name = "masked MSE"
+    g = torch.Generator().manual_seed(0)
+    for n, L, P in [(2, 16, 12), (3, 64, 48)]:
+        pred, target = torch.randn(n, L, P, generator=g), torch.randn(n, L, P, generator=g)
+        mask = (torch.rand(n, L, generator=g) < 0.75).float()
+        ok, got = _call(name, fn, pred, target, mask)
+        if not ok:
+            return False
+        want = masked_mse(pred, target, mask)
+        if not torch.allclose(torch.as_tensor(got, dtype=torch.float32), want, atol=1e-5):
+            return _report(name, False, f"expected {float(want):.5f}, got {float(got):.5f}")
+        spoiled = pred + 1000 * (1 - mask)[..., None]  # change only the visible patches
+        ok, got2 = _call(name, fn, spoiled, target, mask)
+        if not torch.allclose(torch.as_tensor(got2, dtype=torch.float32), want, atol=1e-5):
+            return _report(name, False, "the loss changes when only visible patches change: it must ignore them")
+    return _report(name, True, "matches sslbook.losses.masked_mse and ignores visible patches")
+
+
+def check_rotate_batch(fn) -> bool:
+    """Exercise 2.1: ``fn(x) -> (rotated, targets)`` must rotate every image of x (N×3×H×W) by 0°, 90°,
+    180° and 270° counter-clockwise, grouped by angle, with targets 0…3, as
+    :func:`sslbook.methods.rotnet.rotate_batch` does."""
+    from sslbook.methods.rotnet import rotate_batch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 6, 6, generator=g)
+    ok, got = _call("rotate batch", fn, x)
+    if not ok:
+        return False
+    want_x, want_t = rotate_batch(x)
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        return _report("rotate batch", False, "return a pair (rotated images, targets)")
+    gx, gt = torch.as_tensor(got[0]), torch.as_tensor(got[1]).long().flatten()
+    if gx.shape != want_x.shape:
+        return _report("rotate batch", False, f"expected images of shape {tuple(want_x.shape)}, got {tuple(gx.shape)}")
+    if not torch.equal(gt, want_t):
+        return _report("rotate batch", False, f"expected targets {want_t.tolist()}, got {gt.tolist()}")
+    for k in range(4):
+        if not torch.allclose(gx[k * 3:(k + 1) * 3], want_x[k * 3:(k + 1) * 3]):
+            return _report("rotate batch", False, f"the images rotated by {90 * k}° differ (counter-clockwise, torch.rot90 on dims (2, 3))")
+    return _report("rotate batch", True, "matches sslbook.methods.rotnet.rotate_batch")
+
+
+def check_neighbour_label(fn) -> bool:
+    """Exercise 2.2: ``fn(d_row, d_col) -> label`` must give the relative-position class (0…7) of a
+    neighbour d_row rows and d_col columns away from the centre cell, in reading order (up-left = 0,
+    up = 1, up-right = 2, left = 3, right = 4, down-left = 5, down = 6, down-right = 7)."""
+    from sslbook.methods.relative_position import OFFSETS
+
+    for label, (dr, dc) in enumerate(OFFSETS):
+        ok, got = _call("neighbour label", fn, dr, dc)
+        if not ok:
+            return False
+        if int(got) != label:
+            return _report("neighbour label", False, f"offset (row {dr:+d}, col {dc:+d}) is class {label}, got {got}")
+    return _report("neighbour label", True, "all eight offsets give the right class")
+
+
+def check_min_hamming(fn) -> bool:
+    """Exercise 2.3: ``fn(perms) -> int``: the smallest Hamming distance between two different rows of
+    a P×T tensor of permutations (the quantity the jigsaw permutation set maximises)."""
+    from sslbook.methods.jigsaw import hamming_distances, permutation_set
+
+    cases = [permutation_set(10), permutation_set(30), torch.tensor([[0, 1, 2, 3], [1, 0, 2, 3], [3, 2, 1, 0]])]
+    for perms in cases:
+        ok, got = _call("minimum Hamming distance", fn, perms.clone())
+        if not ok:
+            return False
+        d = hamming_distances(perms, perms)
+        d.fill_diagonal_(perms.shape[1] + 1)
+        want = int(d.min())
+        if int(got) != want:
+            return _report("minimum Hamming distance", False, f"for a set of {len(perms)} permutations expected {want}, got {got}")
+    return _report("minimum Hamming distance", True, "agrees on three permutation sets")
+# ----------------------------------------------------------------------------------------------
+# Chapter 3: reconstruction and colour
+# ----------------------------------------------------------------------------------------------
+
+
+def check_rgb_to_lab(fn) -> bool:
+    """Exercise 3.1: ``fn(rgb N×3×H×W in [0, 1]) -> Lab N×3×H×W`` must match :func:`sslbook.color.rgb_to_lab`."""
+    from sslbook.color import rgb_to_lab
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.rand(3, 3, 5, 5, generator=g), torch.ones(1, 3, 5, 5), torch.zeros(1, 3, 5, 5)])
+    ok, got = _call("rgb → Lab", fn, x.clone())
+    if not ok:
+        return False
+    want = rgb_to_lab(x)
+    got = torch.as_tensor(got, dtype=torch.float32)
+    if got.shape != want.shape:
+        return _report("rgb → Lab", False, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}")
+    err = (got - want).abs().amax(dim=(0, 2, 3))
+    if (err > 0.05).any():
+        worst = "Lab"[int(err.argmax())]
+        return _report("rgb → Lab", False, f"channel {worst} is off by up to {float(err.max()):.3f} (white should be L=100, a=b=0)")
+    return _report("rgb → Lab", True, "matches sslbook.color.rgb_to_lab to 0.05")
+
+
+def check_masked_pixel_mse(fn) -> bool:
+    """Exercise 3.2: ``fn(pred, target, mask) -> scalar``: the mean squared error over masked pixels only."""
+    from sslbook.losses import masked_pixel_mse
+
+    g = torch.Generator().manual_seed(4)
+    for trial in range(3):
+        pred, target = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+        mask = (torch.rand(2, 1, 8, 8, generator=g) < [0.25, 0.5, 0.9][trial]).float()
+        ok, got = _call("masked MSE", fn, pred, target, mask)
+        if not ok:
+            return False
+        want = masked_pixel_mse(pred, target, mask)
+        if not torch.allclose(torch.as_tensor(got, dtype=torch.float32).reshape(()), want, atol=1e-5):
+            return _report("masked MSE", False, f"expected {float(want):.5f}, got {float(torch.as_tensor(got).reshape(())):.5f} "
+                           "(average over masked pixels and channels only)")
+    return _report("masked MSE", True, "matches sslbook.losses.masked_pixel_mse")
+
+
+def check_copy_colours(fn) -> bool:
+    """Exercise 3.3: ``fn(f_ref N×C×M, f_tgt N×C×P, c_ref N×K×M) -> N×K×P``: y_j = Σ_i softmax_i(f_iᵀf_j) c_i."""
+    from sslbook.losses import copy_colours
+
+    g = torch.Generator().manual_seed(5)
+    f_ref, f_tgt, c = torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 5, generator=g), torch.rand(2, 3, 6, generator=g)
+    ok, got = _call("colour pointer", fn, f_ref, f_tgt, c)
+    if not ok:
+        return False
+    want = copy_colours(f_ref, f_tgt, c)
+    got = torch.as_tensor(got, dtype=torch.float32)
+    if got.shape != want.shape:
+        return _report("colour pointer", False, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}")
+    if not torch.allclose(got, want, atol=1e-5):
+        hint = " (is the softmax over the reference locations i, dim 1 of A?)"
+        return _report("colour pointer", False, f"values differ by up to {float((got - want).abs().max()):.4f}{hint}")
+    return _report("colour pointer", True, "matches sslbook.losses.copy_colours")
+def check_nt_xent(fn, trials: int = 4) -> bool:
+    """Exercise 5.1: ``fn(z1, z2, temperature) -> scalar`` must match :func:`sslbook.losses.nt_xent`
+    (SimCLR's loss over the 2N views, positives = the twin view) on random N×D inputs."""
+    from sslbook.losses import nt_xent
+
+    g = torch.Generator().manual_seed(0)
+    for n, d, t in [(4, 8, 0.5), (16, 3, 0.1), (1, 5, 1.0), (9, 32, 0.07)][:trials]:
+        z1, z2 = torch.randn(n, d, generator=g) * 3, torch.randn(n, d, generator=g)
+        ok, got = _call("NT-Xent", fn, z1, z2, t)
+        if not ok:
+            return False
+        want = nt_xent(z1, z2, t)
+        got = torch.as_tensor(got, dtype=torch.float32)
+        if got.numel() != 1:
+            return _report("NT-Xent", False, f"expected a scalar, got shape {tuple(got.shape)} (average over the 2N views)")
+        if not torch.allclose(got.reshape(()), want, atol=1e-4):
+            return _report("NT-Xent", False, f"N={n}, D={d}, τ={t}: expected {float(want):.5f}, got {float(got):.5f}")
+    return _report("NT-Xent", True, "matches sslbook.losses.nt_xent")
+
+
+def check_mi_lower_bound(fn) -> bool:
+    """Exercise 5.2: ``fn(scores) -> log N − InfoNCE`` for an N×N score matrix whose positives are
+    on the diagonal (the estimate of chapter 5's mutual-information bound)."""
+    import math
+
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    cases = [torch.zeros(8, 8), 30 * torch.eye(5), torch.randn(16, 16, generator=g) * 2, torch.randn(3, 3, generator=g)]
+    for scores in cases:
+        ok, got = _call("InfoNCE bound", fn, scores.clone())
+        if not ok:
+            return False
+        n = scores.shape[0]
+        want = math.log(n) - float(F.cross_entropy(scores, torch.arange(n)))
+        got = float(torch.as_tensor(got))
+        if not math.isfinite(got) or abs(got - want) > 1e-4:
+            return _report("InfoNCE bound", False, f"N={n}: expected {want:.5f}, got {got:.5f}")
+    return _report("InfoNCE bound", True, "log N − L agrees on uninformative, perfect and random scores")
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 6: memory banks and momentum encoders
+# ----------------------------------------------------------------------------------------------
+
+
 def check_enqueue(fn) -> bool:
     """Exercise 6.1: ``fn(queue K×D, ptr int, keys B×D) -> (queue, ptr)``: MoCo's FIFO queue. The B new
     keys replace the B oldest ones (slots ptr … ptr+B−1) and the pointer moves on by B, modulo K."""

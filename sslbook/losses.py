@@ -92,3 +92,160 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None = 
     logits = q @ keys.T / temperature  # N×M
     target = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
     return F.cross_entropy(logits, target)
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's loss (Chen & He 2021, eq. 1): D(p, z) = −cos(p, stop-grad(z)), averaged over the batch.
+
+    p: N×D predictions; z: N×D targets (no gradient flows into z). BYOL's normalised MSE
+    ‖p̄ − z̄‖² = 2 − 2·cos(p, z) is ``2 + 2 * negative_cosine(p, z)``.
+    """
+    if p.shape != z.shape or p.dim() != 2:
+        raise ValueError(f"negative_cosine needs two N×D tensors of the same shape, got {tuple(p.shape)} and {tuple(z.shape)}")
+    return -F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
+
+
+def _standardise(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each column to zero mean and unit variance over the batch (BatchNorm without affine, biased variance)."""
+    return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)
+
+
+def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, reduction: str = "sum") -> torch.Tensor:
+    """Barlow Twins (Zbontar et al. 2021, eq. 1) on N×D embeddings of two views.
+
+    Each dimension is standardised over the batch, C = z̃1ᵀ z̃2 / N is the D×D cross-correlation and::
+
+        L = Σ_i (1 − C_ii)²  +  λ Σ_i Σ_{j≠i} C_ij²          (reduction="sum", the paper)
+        L = Σ_i (1 − C_ii)²  +  Σ_i  mean_{j≠i} C_ij²         (reduction="mean": the seed article's variant,
+                                                               sums replaced by means, i.e. λ = 1/(D−1))
+
+    Under torchrun the batch statistics and C cover every process's embeddings (gathered with gradients).
+    """
+    if z1.shape != z2.shape or z1.dim() != 2:
+        raise ValueError(f"barlow_twins needs two N×D tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    z1, z2 = _gather(z1.float()), _gather(z2.float())
+    n, d = z1.shape
+    if n < 2:
+        raise ValueError("barlow_twins needs at least 2 samples to standardise over the batch")
+    c = _standardise(z1).T @ _standardise(z2) / n  # D×D
+    on_diag = (1 - torch.diagonal(c)).pow(2).sum()
+    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    if reduction == "mean":
+        return on_diag + off_diag / max(d - 1, 1)
+    return on_diag + lambd * off_diag
+
+
+def dino(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], center: torch.Tensor,
+         student_temp: float = 0.1, teacher_temp: float = 0.04) -> torch.Tensor:
+    """DINO's self-distillation loss (Caron et al. 2021, Algorithm 1).
+
+    student_out: per-view logits, each N×K (the global views first, then the local ones);
+    teacher_out: per-view logits of the global views, each N×K (teacher view v is the same crop as
+    student view v); center: K (or 1×K). The teacher's targets are centred and sharpened,
+    P_t = softmax((t − c)/τ_t), with no gradient; the student's P_s = softmax(s/τ_s). The loss is the
+    cross-entropy −Σ_k P_t log P_s over every (teacher view, student view) pair of different views,
+    averaged over the pairs and the batch.
+    """
+    if student_temp <= 0 or teacher_temp <= 0:
+        raise ValueError(f"temperatures must be > 0, got student_temp={student_temp}, teacher_temp={teacher_temp}")
+    if len(student_out) < len(teacher_out) or not teacher_out:
+        raise ValueError("dino needs the teacher's global views to be the first views of the student's list")
+    targets = [F.softmax((t.float() - center.float()) / teacher_temp, dim=-1).detach() for t in teacher_out]
+    log_probs = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_out]
+    total, pairs = 0.0, 0
+    for iq, q in enumerate(targets):
+        for v, logp in enumerate(log_probs):
+            if v == iq:
+                continue  # a view does not predict itself
+            total = total + torch.sum(-q * logp, dim=-1).mean()
+            pairs += 1
+    if pairs == 0:
+        raise ValueError("dino needs at least two views")
+    return total / pairs
+
+
+def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The KoLeo regulariser (Sablayrolles et al. 2019; DINOv2): −mean_i log(min_{j≠i} ‖x̄_i − x̄_j‖).
+
+    x: N×D features, normalised here. It pushes each feature away from its nearest neighbour, so the
+    features spread uniformly over the sphere.
+    """
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"koleo needs an N×D tensor with N ≥ 2, got {tuple(x.shape)}")
+    x = F.normalize(x.float(), dim=1)
+    with torch.no_grad():
+        sims = x @ x.T  # N×N
+        sims.fill_diagonal_(-2.0)
+        nearest = sims.argmax(dim=1)  # the nearest neighbour of each row (largest cosine)
+    distances = (x - x[nearest]).norm(dim=1)
+    return -torch.log(distances + eps).mean()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = False, eps: float = 1e-6) -> torch.Tensor:
+    """MAE's reconstruction loss (He et al. 2021): mean squared error on the **masked** patches only.
+
+    pred, target: N×L×P (P = p·p·3 values per patch); mask: N×L, 1 = masked (predicted), 0 = visible.
+    With ``normalize_target`` each target patch is standardised by its own mean and variance
+    ("normalized pixels", MAE Table 1d). Loss = Σ_{n,l} mask·mean_P (pred − target)² / Σ mask.
+    Computed in float32 (safe under bf16 autocast).
+    """
+    if pred.shape != target.shape or mask.shape != pred.shape[:2]:
+        raise ValueError(f"masked_mse: pred {tuple(pred.shape)} and target {tuple(target.shape)} must be N×L×P and mask {tuple(mask.shape)} N×L")
+    pred, target, mask = pred.float(), target.float(), mask.float()
+    if normalize_target:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + eps).sqrt()
+    per_patch = (pred - target).pow(2).mean(dim=-1)  # N×L
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def pretext_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a classification pretext task (rotation, relative position, jigsaw).
+
+    logits: N×K (any dtype; computed in float32, so bf16 autocast is safe); targets: N in [0, K)::
+
+        L = −(1/N) Σ_n log softmax(logits_n)[targets_n]
+    """
+    if logits.dim() != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"pretext_cross_entropy needs N×K logits and N targets, got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    return F.cross_entropy(logits.float(), targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reconstruction and colorization (chapter 3)
+# ----------------------------------------------------------------------------------------------
+
+
+def masked_pixel_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the masked pixels only (the context encoder's reconstruction loss).
+
+    pred, target: N×C×H×W; mask: N×1×H×W (1 = a pixel the network had to fill in, 0 = given context).
+    L = Σ mask·(pred − target)² / (C·Σ mask): unmasked pixels contribute nothing, whatever they hold.
+    """
+    if pred.shape != target.shape or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != pred.shape[2:]:
+        raise ValueError(f"masked_pixel_mse needs pred/target N×C×H×W and mask N×1×H×W, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)}, {tuple(mask.shape)}")
+    mask = mask.float()
+    err = (pred.float() - target.float()) ** 2 * mask
+    return err.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
+
+
+def attention_pointer(f_ref: torch.Tensor, f_tgt: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Vondrick et al. 2018: A_ij = exp(f_iᵀf_j / T) / Σ_k exp(f_kᵀf_j / T), a softmax over reference locations i.
+
+    f_ref: N×C×M (M reference locations), f_tgt: N×C×P (P target locations) → A: N×M×P, columns sum to 1.
+    """
+    logits = torch.einsum("ncm,ncp->nmp", f_ref.float(), f_tgt.float()) / temperature
+    return logits.softmax(dim=1)
+
+
+def copy_colours(f_ref: torch.Tensor, f_tgt: torch.Tensor, c_ref: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """y_j = Σ_i A_ij c_i: each target location's colour is a weighted copy of reference colours.
+
+    f_ref: N×C×M, f_tgt: N×C×P, c_ref: N×K×M (colours, or one-hot colour bins, or mask labels) → N×K×P.
+    """
+    a = attention_pointer(f_ref, f_tgt, temperature)  # N×M×P
+    return torch.einsum("nkm,nmp->nkp", c_ref.float(), a)

@@ -6,16 +6,25 @@ from torch import nn
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights of linear/conv layers (decayed), and biases + norm parameters (not decayed)."""
-    decay, no_decay = [], []
+    """Weights of linear/conv layers (decayed) apart from biases and norm parameters (not decayed).
+
+    A method can give some parameters their own learning rate by setting attributes on them:
+    ``p.lr_scale`` (a multiple of the scheduled rate) and ``p.fixed_lr = True`` (the peak rate at
+    every step, no schedule: SimSiam's predictor). Parameters are grouped by those too; the trainer
+    reads ``lr_scale`` and ``fixed_lr`` from each group.
+    """
+    groups: dict[tuple, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+        no_decay = p.ndim <= 1
+        scale, fixed = float(getattr(p, "lr_scale", 1.0)), bool(getattr(p, "fixed_lr", False))
+        key = (no_decay, scale, fixed)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                           "lars_exclude": no_decay, "lr_scale": scale, "fixed_lr": fixed}
+        groups[key]["params"].append(p)
+    return list(groups.values())
 
 
 class LARS(torch.optim.Optimizer):
@@ -45,7 +54,10 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9):
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9, betas=None):
+    """``betas`` (AdamW): given, else the model's ``adamw_betas`` attribute (a method may declare its
+    paper's values, e.g. MAE's (0.9, 0.95)), else PyTorch's default (0.9, 0.999)."""
+    betas = tuple(betas or getattr(model, "adamw_betas", (0.9, 0.999)))
     groups = param_groups(model, weight_decay)
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if name == "sgd":
@@ -55,7 +67,7 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     if name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=lr, **fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **fused)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     raise ValueError(f"unknown optimizer {name!r}; choose sgd, adamw or lars")

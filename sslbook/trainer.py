@@ -8,6 +8,7 @@ loss, atomic checkpoints every epoch, exact resumption, and evaluation of the ba
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sslbook import distributed as dist
 from sslbook.augment import to_float
 from sslbook.config import TrainConfig, resolve
 from sslbook.data.base import DataInfo
+from sslbook.data.indexed import WithIndex
 from sslbook.data.registry import load_dataset, pretrain_split
 from sslbook.methods import get_method
 from sslbook.models import build_backbone
@@ -61,8 +63,9 @@ class _ViewCollate:
         self.method = method
 
     def __call__(self, batch):
-        images, labels = default_collate(batch)
-        return self.method.make_views(to_float(images), labels), labels
+        images, labels, *index = default_collate(batch)
+        index_kw = {"indices": index[0]} if index else {}
+        return self.method.make_views(to_float(images), labels, **index_kw), labels
 
 
 def _to_device(views, device):
@@ -114,6 +117,10 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
     info = train_set.info
     method = build_method(cfg, info).to(device)
+    # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
+    needs_indices = bool(getattr(method, "needs_indices", False))
+    if needs_indices:
+        train_set = WithIndex(train_set)
     if device.type == "cuda" and cfg.backbone.startswith("resnet"):
         method = method.to(memory_format=torch.channels_last)
     model = dist.wrap_ddp(method, device, sync_bn=cfg.sync_bn)
@@ -148,6 +155,8 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        if _same_evaluation(state["config"], cfg):
+            metrics = dict(state.get("metrics") or {})  # reused below if the run is already finished
         done_epochs = start_epoch
         ckpt_io.set_rng_state(state["rng"][dist.rank()] if isinstance(state["rng"], list) else state["rng"])
         if main:
@@ -184,16 +193,17 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
                    disable=not (main and cfg.progress), file=sys.stderr, mininterval=1.0, leave=True)
         pending: list[tuple[int, torch.Tensor, dict]] = []
         t0, seen = time.perf_counter(), 0
-        for images, labels in loader:
+        for images, labels, *index in loader:
             if step >= total_steps:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = float(lr_schedule[step])
+            for group in optimizer.param_groups:  # groups may scale the rate or keep it fixed (see optim.param_groups)
+                group["lr"] = (lr if group.get("fixed_lr") else float(lr_schedule[step])) * group.get("lr_scale", 1.0)
             labels = labels.to(device, non_blocking=True)
             if cfg.augment_on == "loader":
                 views = _to_device(images, device)
             else:
-                views = method.make_views(to_float(images.to(device, non_blocking=True)), labels)
+                index_kw = {"indices": index[0].to(device, non_blocking=True)} if needs_indices else {}
+                views = method.make_views(to_float(images.to(device, non_blocking=True)), labels, **index_kw)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 outputs = model(views, labels)
             loss = outputs["loss"]
@@ -220,11 +230,18 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         for cb in callbacks:
             cb(epoch + 1, method, history)
 
-    if main:
+    # A finished run whose checkpoint holds metrics of the same evaluation settings is not evaluated again
+    # (the same decision on every process, since each loaded the same checkpoint).
+    reuse = bool(metrics) and start_epoch >= min(cfg.epochs, math.ceil(total_steps / steps_per_epoch))
+    if reuse and main:
+        print(f"{cfg.method}: the checkpoint is finished and evaluated; reusing its metrics", file=sys.stderr)
+    elif main:
         train_eval, test_eval = eval_sets(cfg)
         metrics = evaluate_backbone(method.backbone, cfg, train_set=train_eval, test_set=test_eval)
+        metrics.update(method.evaluate_extra())
         metrics = {k: float(v) for k, v in metrics.items()}
-    save(done_epochs)  # again, now with the metrics
+    if not reuse:
+        save(done_epochs)  # again, now with the metrics
     dist.barrier()
     return TrainResult(method, cfg, history, metrics, ckpt_path)
 
@@ -258,6 +275,15 @@ def _flush(pending, epoch, lr_schedule, extra, check_ckpt) -> list[dict]:
 def _info_dict(info: DataInfo) -> dict:
     return dict(name=info.name, classes=list(info.classes), image_size=info.image_size,
                 mean=list(info.mean), std=list(info.std))
+
+
+_EVAL_KEYS = ("data", "eval_protocols", "knn_k", "knn_temperature", "linear_epochs", "image_size", "data_kwargs")
+
+
+def _same_evaluation(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether metrics stored in a checkpoint were computed with the evaluation settings of ``cfg``."""
+    now = cfg.to_dict()
+    return all(saved.get(k) == now.get(k) for k in _EVAL_KEYS)
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:

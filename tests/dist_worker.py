@@ -70,6 +70,18 @@ result["nt_xent_diff"] = abs(float(dist.all_reduce_mean(local.detach())) - float
 result["nt_xent_grad_diff"] = float((z1.grad / world - full_z1.grad[rows]).abs().max())
 moco_local = info_nce(Z1[rows], Z2[rows], None, temperature=0.2)
 result["info_nce_diff"] = abs(float(dist.all_reduce_mean(moco_local)) - float(one_process(info_nce, Z1, Z2, None, temperature=0.2)))
+# Barlow Twins standardises over the whole (gathered) batch: every process computes the full loss.
+from sslbook.losses import barlow_twins  # noqa: E402
+
+b1 = Z1[rows].clone().requires_grad_()
+local_bt = barlow_twins(b1, Z2[rows], lambd=0.01)
+local_bt.backward()
+full_b1 = Z1.clone().requires_grad_()
+full_bt = one_process(barlow_twins, full_b1, Z2, lambd=0.01)
+full_bt.backward()
+result["barlow_diff"] = abs(float(local_bt) - float(full_bt))
+# DDP averages the processes' gradients: world × (its rows' gradient) / world = the full-batch gradient
+result["barlow_grad_diff"] = float((b1.grad / world - full_b1.grad[rows]).abs().max())
 
 # 4. The sslbook trainer, unchanged, under torchrun: same weights everywhere, rank-0 checkpoint.
 from sslbook.trainer import train  # noqa: E402

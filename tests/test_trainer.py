@@ -39,6 +39,36 @@ def test_resume_equals_uninterrupted(small, tmp_path):
     assert full.metrics == resumed.metrics
 
 
+class WithExtra(Supervised):
+    """Supervised plus a method-specific measurement, counted so the test sees when it runs."""
+
+    name = "extra_test"
+    calls = 0
+
+    def evaluate_extra(self):
+        WithExtra.calls += 1
+        return {"extra_score": 0.25}
+
+
+def test_evaluate_extra_and_reuse_of_a_finished_run(small, tmp_path, monkeypatch):
+    register("extra_test", WithExtra)
+    first = train("extra_test", out=str(tmp_path), **small)
+    assert first.metrics["extra_score"] == 0.25 and "knn_top1" in first.metrics and WithExtra.calls == 1
+
+    import sslbook.trainer as trainer
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a finished, evaluated run must not be evaluated again")
+
+    monkeypatch.setattr(trainer, "evaluate_backbone", no_evaluation)
+    again = train("extra_test", out=str(tmp_path), resume=True, **small)
+    assert again.metrics == first.metrics and WithExtra.calls == 1
+    assert torch.equal(_params(first.method), _params(again.method))
+    # other evaluation settings: the stored metrics do not apply, so it evaluates again
+    with pytest.raises(AssertionError, match="must not be evaluated"):
+        train("extra_test", out=str(tmp_path), resume=True, **{**small, "knn_k": 3})
+
+
 def test_resume_refuses_other_settings(small, tmp_path):
     train("supervised", out=str(tmp_path), **small)
     with pytest.raises(ValueError, match="backbone"):
@@ -202,6 +232,38 @@ def test_views_of_different_sizes_on_device_or_in_workers(small, augment_on, wor
     result = train("multicrop_toy", max_steps=2, augment_on=augment_on, **{**small, "num_workers": workers})
     assert [h["sizes"] for h in result.history] == [64.0, 64.0]
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+
+
+class IndexToy(Supervised):
+    """Supervised, plus a buffer that counts which training images it was handed, by data-set index."""
+
+    name = "index_toy"
+    needs_indices = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("seen", torch.zeros(256, dtype=torch.long))
+
+    label_table: torch.Tensor  # the training set's labels by index, set by the test
+
+    @torch.no_grad()
+    def make_views(self, images, labels, indices=None):
+        assert indices is not None and indices.shape == labels.shape
+        assert torch.equal(IndexToy.label_table[indices.cpu()], labels.cpu())  # each image came with its own index
+        self.seen.index_add_(0, indices.to(self.seen.device), torch.ones_like(indices).to(self.seen.device))
+        return super().make_views(images, labels)
+
+
+@pytest.mark.parametrize("augment_on", ["device", "loader"])
+def test_methods_that_need_indices_get_each_images_index(small, augment_on):
+    from sslbook.data import load_dataset
+
+    train_set = load_dataset("shapes", "train", **small["data_kwargs"])
+    IndexToy.label_table = torch.tensor([int(train_set[i][1]) for i in range(len(train_set))])
+    register("index_toy", IndexToy)
+    result = train("index_toy", epochs=1, batch_size=32, augment_on=augment_on, **{k: v for k, v in small.items() if k not in ("epochs", "batch_size")})
+    if augment_on == "device":  # views made in the training process: the method's buffer saw every index once
+        assert result.method.seen.tolist() == [1] * 256
 
 
 def test_cli_eval_protocols_in_process(small, tmp_path, capsys):

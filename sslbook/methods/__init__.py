@@ -7,6 +7,17 @@ from sslbook.methods.base import Method
 
 REGISTRY: dict[str, str | type[Method]] = {
     "supervised": "sslbook.methods.supervised:Supervised",
+    "byol": "sslbook.methods.byol:BYOL",
+    "simsiam": "sslbook.methods.simsiam:SimSiam",
+    "barlow_twins": "sslbook.methods.barlow_twins:BarlowTwins",
+    "mae": "sslbook.methods.mae:MAE",
+    "rotnet": "sslbook.methods.rotnet:RotNet",
+    "relative_position": "sslbook.methods.relative_position:RelativePosition",
+    "jigsaw": "sslbook.methods.jigsaw:Jigsaw",
+    "context_encoder": "sslbook.methods.context_encoder:ContextEncoder",
+    "split_brain": "sslbook.methods.split_brain:SplitBrain",
+    "video_colorization": "sslbook.methods.video_colorization:VideoColorization",
+    "simclr": "sslbook.methods.simclr:SimCLR",
     "instdisc": "sslbook.methods.instdisc:InstDisc",
     "pirl": "sslbook.methods.pirl:PIRL",
     "moco_v1": "sslbook.methods.moco_v1:MoCoV1",

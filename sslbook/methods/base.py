@@ -13,6 +13,12 @@ The trainer never names a method; it calls these hooks in this order every step:
     loss.backward(); optimizer.step()
     method.on_step_end(step, total_steps)          # momentum encoders, queues, schedules
 
+After training, the trainer runs the standard evaluation protocols on ``method.backbone`` and adds what
+:meth:`Method.evaluate_extra` returns (a method-specific measurement, e.g. mask propagation IoU).
+
+A method that sets ``needs_indices = True`` (a memory bank with one slot per training image) gets
+``make_views(images, labels, indices=...)`` with each image's index in the training set.
+
 ``views`` is whatever ``make_views`` returns: usually a list of N×3×h×w tensors, one per view, which may
 have different sizes (multi-crop). The representation the evaluation protocols measure is
 ``method.backbone``.
@@ -46,4 +52,8 @@ class Method(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> dict[str, float]:
         """Called after each optimiser step; returns values to log (e.g. the current momentum)."""
+        return {}
+
+    def evaluate_extra(self) -> dict[str, float]:
+        """Method-specific measurements added to the run's metrics after the standard protocols."""
         return {}

@@ -136,12 +136,23 @@ class ResNet(nn.Module):
         return self.pool(self.feature_maps(x))
 
 
+def _vit(mean, std, size, **kwargs):
+    from sslbook.models.vit import vit  # imported on use: vit.py imports Normalize from here
+
+    return vit(mean, std, size, **kwargs)
+
+
 BACKBONES = {
     "convnet": lambda m, s: ConvNet(m, s),
     "convnet_small": lambda m, s: ConvNet(m, s, widths=(16, 32, 64, 128)),
     "resnet18_cifar": lambda m, s: ResNet(BasicBlock, (2, 2, 2, 2), m, s, cifar_stem=True),
     "resnet18": lambda m, s: ResNet(BasicBlock, (2, 2, 2, 2), m, s),
     "resnet50": lambda m, s: ResNet(Bottleneck, (3, 4, 6, 3), m, s),
+    "vit_tiny": lambda m, s: _vit(m, s, "tiny"),  # 32 px, patch 8, width 96, 4 blocks (CPU)
+    "vit_tiny_p4": lambda m, s: _vit(m, s, "tiny", patch_size=4),  # the same with 4×4 patches: 64 tokens
+    "vit_small": lambda m, s: _vit(m, s, "small"),  # ViT-S/16, 224 px
+    "vit_base": lambda m, s: _vit(m, s, "base"),  # ViT-B/16, 224 px
+    "vit_small_p4": lambda m, s: _vit(m, s, "small", image_size=32, patch_size=4),  # ViT-S on 32-px CIFAR
 }
 
 

@@ -1,0 +1,51 @@
+"""Barlow Twins: self-supervised learning via redundancy reduction (Zbontar et al. 2021).
+
+"The objective function measures the cross-correlation matrix between the embeddings of two identical
+networks fed with distorted versions of a batch of samples, and tries to make this matrix close to
+the identity."
+
+    z1, z2 = g(f(x1)), g(f(x2))        # N×D each, a wide projector (8192 at full scale)
+    loss   = barlow_twins(z1, z2, λ)    # Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij²
+
+``reduction="mean"`` replaces the sums by means (the seed article's variant: λ becomes 1/(D − 1)).
+"""
+from __future__ import annotations
+
+import torch
+
+from sslbook.augment import ViewRecipe
+from sslbook.losses import barlow_twins
+from sslbook.methods.base import Method
+from sslbook.models.heads import head
+
+
+class BarlowTwins(Method):
+    name = "barlow_twins"
+
+    def __init__(self, backbone, info, image_size, proj_dim=8192, lambd=5e-3, reduction="sum",
+                 blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0)):
+        super().__init__(backbone, info, image_size)
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        if lambd < 0:
+            raise ValueError(f"lambd must be ≥ 0, got {lambd}")
+        d = backbone.out_dim
+        # "The projector network has three linear layers, each with 8192 output units. The first two layers
+        #  of the projector are followed by a batch normalization layer and rectified linear units."
+        self.projector = head([(d, proj_dim, True, True), (proj_dim, proj_dim, True, True), (proj_dim, proj_dim, False, False)])
+        self.lambd, self.reduction = lambd, reduction
+        self.recipes = [
+            ViewRecipe(size=image_size, scale=tuple(crop_scale), blur_p=blur_p[i], solarize_p=solarize_p[i])
+            for i in range(2)
+        ]
+
+    @torch.no_grad()
+    def make_views(self, images, labels):
+        return [recipe(images) for recipe in self.recipes]
+
+    def forward(self, views, labels):
+        v1, v2 = views
+        if v1.shape != v2.shape:
+            raise ValueError(f"Barlow Twins' two views must have the same shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
+        z1, z2 = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)  # N×D each
+        return {"loss": barlow_twins(z1, z2, self.lambd, self.reduction)}

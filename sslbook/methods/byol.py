@@ -1,0 +1,73 @@
+"""BYOL: Bootstrap Your Own Latent (Grill et al. 2020).
+
+"From an augmented view of an image, we train the online network to predict the target network
+representation of the same image under a different augmented view. At the same time, we update the
+target network with a slow-moving average of the online network."
+
+    online:  y = f_θ(v),   z = g_θ(y),   p = q_θ(z)
+    target:  y' = f_ξ(v'), z' = g_ξ(y')                    (no gradient; ξ ← τ·ξ + (1 − τ)·θ each step)
+    loss  =  ‖p̄ − z̄'‖² + ‖p̄' − z̄‖²  =  2 · (2 + 2·negative_cosine)   (symmetrised, averaged over the batch)
+
+τ follows a cosine from ``base_momentum`` to 1 over training (the paper: 0.996 → 1).
+No negatives: what prevents collapse is the predictor and the slowly moving target.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from sslbook.augment import ViewRecipe
+from sslbook.losses import negative_cosine
+from sslbook.methods.base import Method
+from sslbook.models.ema import ema_update_, momentum_copy
+from sslbook.models.heads import head
+
+
+class BYOL(Method):
+    name = "byol"
+
+    def __init__(self, backbone, info, image_size, proj_dim=256, hidden_dim=4096, base_momentum=0.996,
+                 blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0)):
+        super().__init__(backbone, info, image_size)
+        if not 0.0 <= base_momentum <= 1.0:
+            raise ValueError(f"base_momentum must be in [0, 1], got {base_momentum}")
+        d = backbone.out_dim
+        # "a multi-layer perceptron with a hidden layer of size 4096 followed by batch normalization,
+        #  rectified linear units, and a final linear layer with output dimension 256" (projector and predictor)
+        self.projector = head([(d, hidden_dim, True, True), (hidden_dim, proj_dim, False, False)])
+        self.predictor = head([(proj_dim, hidden_dim, True, True), (hidden_dim, proj_dim, False, False)])
+        self.target_backbone = momentum_copy(backbone)
+        self.target_projector = momentum_copy(self.projector)
+        self.base_momentum = base_momentum
+        self.momentum = base_momentum
+        # The paper's two asymmetric views: blur always in the first, rarely in the second; solarise only
+        # in the second. At 32 px the recipes set blur_p to 0.
+        self.recipes = [
+            ViewRecipe(size=image_size, scale=tuple(crop_scale), blur_p=blur_p[i], solarize_p=solarize_p[i])
+            for i in range(2)
+        ]
+
+    @torch.no_grad()
+    def make_views(self, images, labels):
+        return [recipe(images) for recipe in self.recipes]
+
+    def forward(self, views, labels):
+        v1, v2 = views
+        if v1.shape != v2.shape:
+            raise ValueError(f"BYOL's two views must have the same shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
+        both = torch.cat([v1, v2])  # one pass for both views: 2N×3×H×W
+        p1, p2 = self.predictor(self.projector(self.backbone(both))).chunk(2)  # N×proj_dim each
+        with torch.no_grad():
+            z1, z2 = self.target_projector(self.target_backbone(both)).chunk(2)
+        # ‖p̄ − z̄‖² = 2 + 2·negative_cosine(p, z); symmetric over the two views
+        loss = (2 + 2 * negative_cosine(p1, z2)) + (2 + 2 * negative_cosine(p2, z1))
+        return {"loss": loss, "z_std": F.normalize(z1.float(), dim=1).std(0).mean()}
+
+    def on_step_end(self, step, total_steps):
+        # τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2, i.e. a cosine from τ_base to 1
+        self.momentum = 1 - (1 - self.base_momentum) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+        ema_update_(self.target_backbone, self.backbone, self.momentum)
+        ema_update_(self.target_projector, self.projector, self.momentum)
+        return {"momentum": self.momentum}
