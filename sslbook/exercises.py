@@ -315,17 +315,17 @@ def check_enqueue(fn) -> bool:
 
 def check_momentum_update(fn) -> bool:
     """Exercise 6.2: ``fn(target_params, online_params, m)`` updates the target parameters in place,
-    θk ← m·θk + (1 − m)·θq, as :func:`sslbook.methods.momentum.momentum_update_` does."""
+    θk ← m·θk + (1 − m)·θq, as :func:`sslbook.models.ema.ema_update_` does."""
     from torch import nn
 
-    from sslbook.methods.momentum import momentum_update_
+    from sslbook.models.ema import ema_update_
 
     for m in (0.0, 0.9, 0.999, 1.0):
         torch.manual_seed(1)
         online, target = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2)), nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2))
         want = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2))
         want.load_state_dict(target.state_dict())
-        momentum_update_(want, online, m)
+        ema_update_(want, online, m)
         with torch.no_grad():
             ok, _ = _call("momentum update", fn, list(target.parameters()), [p.detach() for p in online.parameters()], m)
         if not ok:

@@ -6,9 +6,10 @@ from torch import nn
 from sslbook.config import RECIPES, resolve
 from sslbook.data.base import DataInfo
 from sslbook.methods import get_method
-from sslbook.methods.momentum import KeyQueue, MemoryBank, cosine_momentum, momentum_update_, shuffled_bn_forward
+from sslbook.methods.momentum import KeyQueue, MemoryBank, cosine_momentum, shuffled_bn_forward
 from sslbook.methods.pirl import jigsaw_tiles
 from sslbook.models import build_backbone
+from sslbook.models.ema import ema_update_
 from sslbook.trainer import load_trained, train
 
 METHODS = ["instdisc", "pirl", "moco_v1", "moco_v2", "moco_v3"]
@@ -67,13 +68,13 @@ def test_momentum_update_formula():
     torch.manual_seed(0)
     online, target = nn.Linear(4, 3), nn.Linear(4, 3)
     before = [p.detach().clone() for p in target.parameters()]
-    momentum_update_(target, online, 0.9)
+    ema_update_(target, online, 0.9)
     for b, t, o in zip(before, target.parameters(), online.parameters()):
         assert torch.allclose(t, 0.9 * b + 0.1 * o.detach(), atol=1e-7)
-    momentum_update_(target, online, 0.0)  # m = 0: a copy
+    ema_update_(target, online, 0.0)  # m = 0: a copy
     assert all(torch.equal(t, o) for t, o in zip(target.parameters(), online.parameters()))
-    with pytest.raises(ValueError, match="same shape"):
-        momentum_update_(target, nn.Sequential(online, nn.Linear(3, 2)), 0.5)
+    with pytest.raises(ValueError, match="different parameter lists"):
+        ema_update_(target, nn.Sequential(online, nn.Linear(3, 2)), 0.5)
 
 
 def test_moco_step_moves_the_key_encoder_by_the_formula():
@@ -120,13 +121,21 @@ def test_memory_bank_update_is_a_normalised_moving_average():
 
 
 def test_jigsaw_tiles_are_a_permutation_of_the_grid():
-    x = torch.rand(2, 3, 9, 9)
-    tiles = jigsaw_tiles(x, 3)  # 2×9×3×3×3
-    assert tiles.shape == (2, 9, 3, 3, 3)
-    grid = [x[:, :, r * 3:(r + 1) * 3, c * 3:(c + 1) * 3] for r in range(3) for c in range(3)]
+    x = torch.rand(2, 3, 12, 12)
+    tiles = jigsaw_tiles(x, 3)  # 2×9×3×4×4, no gap, no jitter: exactly the grid's cells
+    assert tiles.shape == (2, 9, 3, 4, 4)
+    grid = [x[:, :, r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] for r in range(3) for c in range(3)]
     for i in range(2):
         found = sorted(next(j for j, g in enumerate(grid) if torch.equal(tiles[i, t], g[i])) for t in range(9))
         assert found == list(range(9))
+    # with a gap and jitter the tiles are smaller and each lies inside one cell of the grid
+    x = torch.arange(18 * 18, dtype=torch.float).view(1, 1, 18, 18).expand(1, 3, 18, 18)
+    tiles = jigsaw_tiles(x, 3, gap=1, jitter=1)  # cells of 6 px, tiles of 4 px
+    assert tiles.shape == (1, 9, 3, 4, 4)
+    cells = sorted({(int(t[0, 0, 0]) // 18 // 6, int(t[0, 0, 0]) % 18 // 6) for t in tiles[0]})
+    assert cells == [(r, c) for r in range(3) for c in range(3)]
+    with pytest.raises(ValueError, match="at least"):
+        jigsaw_tiles(torch.rand(1, 3, 9, 9), 3)
 
 
 # ---------------------------------------------------------------- each method

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import info_nce
 from sslbook.methods.base import Method
-from sslbook.methods.momentum import (
-    KeyQueue, check_pair, check_temperature, momentum_copy, momentum_update_, shuffled_bn_forward,
-)
+from sslbook.methods.momentum import KeyQueue, check_pair, check_temperature, shuffled_bn_forward
+from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
-from torch import nn
 
 
 class MoCoV1(Method):
@@ -72,5 +71,5 @@ class MoCoV1(Method):
 
     def on_step_end(self, step, total_steps):
         m = self.momentum_at(step, total_steps)
-        momentum_update_(self.encoder_k, [self.backbone, self.projector], m)  # θk ← m θk + (1 − m) θq
+        ema_update_(self.encoder_k, nn.Sequential(self.backbone, self.projector), m)  # θk ← m θk + (1 − m) θq
         return {"momentum": m}

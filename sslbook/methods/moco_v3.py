@@ -15,7 +15,8 @@ from torch import nn
 from sslbook.augment import ViewRecipe
 from sslbook.losses import info_nce
 from sslbook.methods.base import Method
-from sslbook.methods.momentum import check_pair, check_temperature, cosine_momentum, momentum_copy, momentum_update_
+from sslbook.methods.momentum import check_pair, check_temperature, cosine_momentum
+from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
 
 
@@ -61,5 +62,5 @@ class MoCoV3(Method):
 
     def on_step_end(self, step, total_steps):
         m = self.momentum_at(step, total_steps)
-        momentum_update_(self.encoder_k, [self.backbone, self.projector], m)
+        ema_update_(self.encoder_k, nn.Sequential(self.backbone, self.projector), m)
         return {"momentum": m}

@@ -1,5 +1,6 @@
-"""The pieces that memory-bank and momentum methods share: a momentum (EMA) copy of a network, its
-update rule, a FIFO queue of keys, a memory bank of every training image, and MoCo's shuffled BN.
+"""The pieces that memory-bank and momentum methods share: the momentum schedule, a FIFO queue of keys,
+a memory bank of every training image, and MoCo's shuffled BN. The momentum (EMA) copy of a network and
+its update θk ← m·θk + (1 − m)·θq are :mod:`sslbook.models.ema`'s, shared with BYOL.
 
 They are modules with **registered buffers** (queue, pointer, bank), so ``state_dict()`` — and with it
 every checkpoint — carries them together with the key encoder: a resumed run continues exactly where
@@ -8,7 +9,6 @@ so all processes keep the same dictionary.
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -16,30 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslbook import distributed as dist
-
-
-def momentum_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` that receives no gradient: the key (momentum, target) encoder θk ← θq."""
-    twin = copy.deepcopy(module)
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
-
-
-@torch.no_grad()
-def momentum_update_(target: nn.Module, online, m: float) -> None:
-    """θk ← m·θk + (1 − m)·θq over all parameters, as two fused in-place ops over the parameter lists.
-
-    ``online``: a module, or a list of modules whose parameters, in order, match ``target``'s.
-    m = 0 copies the online network (no momentum); m = 1 freezes the target.
-    """
-    modules = online if isinstance(online, (list, tuple)) else [online]
-    t_params = list(target.parameters())
-    o_params = [p.detach() for mod in modules for p in mod.parameters()]
-    if len(t_params) != len(o_params):
-        raise ValueError(f"momentum update needs two networks of the same shape, got {len(t_params)} and {len(o_params)} parameters")
-    torch._foreach_mul_(t_params, m)
-    torch._foreach_add_(t_params, o_params, alpha=1.0 - m)
 
 
 def cosine_momentum(step: int, total_steps: int, base: float) -> float:

@@ -21,21 +21,23 @@ from sslbook.augment import ViewRecipe
 from sslbook.losses import info_nce
 from sslbook.methods.base import Method
 from sslbook.methods.momentum import MemoryBank, check_temperature
+from sslbook.methods.patches import cut_patches, grid_geometry
 from sslbook.models.heads import head
 
 
-def jigsaw_tiles(x: torch.Tensor, grid: int = 3, generator: torch.Generator | None = None) -> torch.Tensor:
+def jigsaw_tiles(x: torch.Tensor, grid: int = 3, gap: int = 0, jitter: int = 0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Cut each image into grid×grid tiles and shuffle them, with a random permutation per image.
 
-    x: N×3×(g·p)×(g·p) → N×g²×3×p×p (tiles in shuffled order).
+    The tiles are cut by chapter 2's :func:`~sslbook.methods.patches.cut_patches` (a grid of cells of
+    side S // grid, each tile ``gap`` pixels from its neighbours and shifted by up to ``jitter``), taking
+    the cells in a random order. PIRL draws any permutation (there is nothing to classify, so no fixed
+    set as in chapter 2's jigsaw). x: N×3×S×S → N×grid²×3×p×p, tiles in shuffled order.
     """
-    n, c, h, w = x.shape
-    if h != w or h % grid:
-        raise ValueError(f"jigsaw needs square images whose side is divisible by {grid}, got {h}×{w}")
-    p = h // grid
-    tiles = x.reshape(n, c, grid, p, grid, p).permute(0, 2, 4, 1, 3, 5).reshape(n, grid * grid, c, p, p)
-    perm = torch.rand(n, grid * grid, device=x.device, generator=generator).argsort(1)  # N×9
-    return tiles[torch.arange(n, device=x.device).unsqueeze(1), perm]
+    n = x.shape[0]
+    cell, patch = grid_geometry(x.shape[-1], grid, gap, jitter, "pirl's jigsaw")
+    cells = torch.rand(n, grid * grid, device=x.device, generator=generator).argsort(1)  # N×g²: a random permutation per image
+    return cut_patches(x, cells, grid, cell, patch, gap, jitter, generator=generator)
 
 
 class PIRL(Method):
@@ -43,29 +45,28 @@ class PIRL(Method):
     needs_indices = True  # make_views(images, labels, indices=...): the dataset index of every image
 
     def __init__(self, backbone, info, image_size, bank_size=50000, num_negatives=4096, temperature=0.07,
-                 bank_momentum=0.5, dim=128, lam=0.5, grid=3, crop_scale=(0.2, 1.0)):
+                 bank_momentum=0.5, dim=128, lam=0.5, grid=3, gap=0, jitter=0, crop_scale=(0.2, 1.0)):
         super().__init__(backbone, info, image_size)
         self.temperature = check_temperature(self.name, temperature)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"pirl's λ weighs two losses and must be in [0, 1], got {lam}")
-        if image_size < 3 * grid:
-            raise ValueError(f"jigsaw needs an image size of at least {3 * grid} px for a {grid}×{grid} grid, got {image_size}")
         self.lam, self.grid, self.num_negatives = float(lam), int(grid), int(num_negatives)
-        self.tile = image_size // grid  # the jigsaw view is cropped to grid·tile px (30 at 32 px)
+        self.gap, self.jitter = int(gap), int(jitter)
+        grid_geometry(image_size, self.grid, self.gap, self.jitter, "pirl's jigsaw")  # a clear error if the image is too small
         d = backbone.out_dim
         self.f = head([(d, dim, False, False)])  # f: image features → 128
         self.g_tile = head([(d, dim, False, False)])  # g, first part: each tile → 128
         self.g = head([(grid * grid * dim, dim, False, False)])  # g, second part: 9 concatenated codes → 128
         self.bank = MemoryBank(int(bank_size), dim, bank_momentum)
         self.image_recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale))
-        self.jigsaw_recipe = ViewRecipe(size=self.tile * grid, scale=(0.6, 1.0))
+        self.jigsaw_recipe = ViewRecipe(size=image_size, scale=(0.6, 1.0))
 
     @torch.no_grad()
     def make_views(self, images, labels, indices=None):
         indices = self.bank.check_index(indices, self.name)
         return {
             "image": self.image_recipe(images),  # N×3×s×s
-            "tiles": jigsaw_tiles(self.jigsaw_recipe(images), self.grid),  # N×9×3×p×p
+            "tiles": jigsaw_tiles(self.jigsaw_recipe(images), self.grid, self.gap, self.jitter),  # N×9×3×p×p
             "index": indices.to(images.device),
         }
 
