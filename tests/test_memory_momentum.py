@@ -112,10 +112,14 @@ def test_shuffled_bn_returns_keys_in_the_input_order():
 
 def test_memory_bank_update_is_a_normalised_moving_average():
     bank = MemoryBank(5, 3, momentum=0.5)
+    assert bank.filled == 0 and torch.equal(bank.vectors, torch.zeros(5, 3))  # starts empty
+    v1, v2 = torch.randn(2, 3), torch.randn(2, 3)
+    bank.update(torch.tensor([1, 3]), v1)  # first write: the slot takes v's direction
+    assert torch.allclose(bank.vectors[[1, 3]], nn.functional.normalize(v1, dim=1), atol=1e-6)
+    assert bank.filled == 2
     old = bank.vectors.clone()
-    v = torch.randn(2, 3)
-    bank.update(torch.tensor([1, 3]), v)
-    want = nn.functional.normalize(0.5 * old[[1, 3]] + 0.5 * nn.functional.normalize(v, dim=1), dim=1)
+    bank.update(torch.tensor([1, 3]), v2)
+    want = nn.functional.normalize(0.5 * old[[1, 3]] + 0.5 * nn.functional.normalize(v2, dim=1), dim=1)
     assert torch.allclose(bank.vectors[[1, 3]], want, atol=1e-6)
     assert torch.equal(bank.vectors[[0, 2, 4]], old[[0, 2, 4]])
 

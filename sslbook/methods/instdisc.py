@@ -27,7 +27,7 @@ class InstDisc(Method):
     needs_indices = True  # make_views(images, labels, indices=...): the dataset index of every image
 
     def __init__(self, backbone, info, image_size, bank_size=50000, num_negatives=4096, temperature=0.07,
-                 bank_momentum=0.5, dim=128, crop_scale=(0.2, 1.0)):
+                 bank_momentum=0.5, dim=128, crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.4)):
         super().__init__(backbone, info, image_size)
         self.temperature = check_temperature(self.name, temperature)
         if not (isinstance(num_negatives, int) and num_negatives > 0):
@@ -35,7 +35,8 @@ class InstDisc(Method):
         self.num_negatives = num_negatives
         self.projector = head([(backbone.out_dim, dim, False, False)])  # "the fc layer ... to 128-d"
         self.bank = MemoryBank(int(bank_size), dim, bank_momentum)
-        self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale), jitter=(0.4, 0.4, 0.4, 0.4), jitter_p=1.0)
+        # the paper's code: random resized crop, ColorJitter(0.4, 0.4, 0.4, 0.4), grayscale p = 0.2, flip
+        self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale), jitter=tuple(jitter), jitter_p=1.0)
 
     @torch.no_grad()
     def make_views(self, images, labels, indices=None):

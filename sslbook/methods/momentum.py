@@ -81,6 +81,13 @@ class MemoryBank(nn.Module):
 
     ``vectors``: N×D buffer (N = the training-set size). ``update(index, v)`` sets
     v̄ ← normalise(m·v̄ + (1 − m)·v); ``sample(k)`` draws k random entries as negatives.
+
+    The bank starts **empty**: every slot is the zero vector, which scores 0 against any query, so an
+    image not yet seen neither attracts nor repels anything; its first update writes normalise(v)
+    (m·0 + (1 − m)·v, normalised, is v's direction). Wu et al. start from random unit vectors, which
+    over 200 epochs is forgotten; in a run of a few epochs, where each slot is written only a few
+    times, random positives would be a large part of the training signal (and with m = 0.5 half of a
+    slot is still random after its first write).
     """
 
     def __init__(self, size: int, dim: int, momentum: float = 0.5):
@@ -90,7 +97,12 @@ class MemoryBank(nn.Module):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"the memory bank momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum
-        self.register_buffer("vectors", F.normalize(torch.randn(size, dim), dim=1))  # N×D
+        self.register_buffer("vectors", torch.zeros(size, dim))  # N×D, all slots empty
+
+    @property
+    def filled(self) -> int:
+        """How many slots have been written at least once."""
+        return int((self.vectors.abs().sum(1) > 0).sum())
 
     @property
     def size(self) -> int:
