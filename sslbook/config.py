@@ -201,8 +201,9 @@ RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs=dict(bank_size=50000, num_negatives=4096, temperature=0.07, bank_momentum=0.5)),
     },
     "pirl": {
-        # Tiny: the memory bank's constraint as for instdisc (small learning rate, more epochs).
-        "tiny": dict(optimizer="adamw", base_lr=2e-4, weight_decay=1e-4, epochs=6, batch_size=128, warmup_epochs=0.5,
+        # Tiny: the memory bank's constraint as for instdisc (small learning rate, more epochs); after 6
+        # epochs the features were still below random init (kNN 38%, linear 66.5%), after 10 above it.
+        "tiny": dict(optimizer="adamw", base_lr=2e-4, weight_decay=1e-4, epochs=10, batch_size=128, warmup_epochs=0.5,
                      method_kwargs=dict(bank_size=5000, num_negatives=4096, temperature=0.2)),
         # Full: Misra & van der Maaten 2020, sec. 4: SGD lr 0.12 for batch 1024 (= 0.03 per 256), wd 1e-4,
         # 800 epochs, 32 000 negatives, τ = 0.07, bank momentum 0.5, λ = 0.5.
