@@ -315,3 +315,73 @@ def check_causal_mask(fn) -> bool:
         if got.shape != want.shape or not torch.equal(got, want):
             return _report("causal mask", False, f"kernel {k}: expected\n{want.int()}\ngot\n{got}")
     return _report("causal mask", True, "rows below the centre are zero, the others one")
+# ----------------------------------------------------------------------------------------------
+# Chapter 6: memory banks and momentum encoders
+# ----------------------------------------------------------------------------------------------
+
+
+def check_enqueue(fn) -> bool:
+    """Exercise 6.1: ``fn(queue K×D, ptr int, keys B×D) -> (queue, ptr)``: MoCo's FIFO queue. The B new
+    keys replace the B oldest ones (slots ptr … ptr+B−1) and the pointer moves on by B, modulo K."""
+    import torch.nn.functional as F
+
+    from sslbook.methods.momentum import KeyQueue
+
+    g = torch.Generator().manual_seed(0)
+    for size, b, steps in [(8, 2, 5), (12, 4, 4), (6, 6, 2)]:
+        ref = KeyQueue(size, 3)
+        queue, ptr = ref.keys.clone(), 0
+        for s in range(steps):
+            keys = F.normalize(torch.randn(b, 3, generator=g), dim=1)
+            ok, got = _call("FIFO queue", fn, queue.clone(), ptr, keys)
+            if not ok:
+                return False
+            ref.enqueue(keys)
+            try:
+                queue, ptr = torch.as_tensor(got[0]), int(got[1])
+            except (TypeError, IndexError, ValueError):
+                return _report("FIFO queue", False, "return a pair (queue, ptr)")
+            if ptr != int(ref.ptr):
+                return _report("FIFO queue", False, f"K={size}, B={b}, after {s + 1} batches: ptr should be {int(ref.ptr)}, got {ptr}")
+            if queue.shape != ref.keys.shape or not torch.allclose(queue, ref.keys, atol=1e-6):
+                return _report("FIFO queue", False, f"K={size}, B={b}, after {s + 1} batches the queue's contents differ")
+    return _report("FIFO queue", True, "the newest keys replace the oldest, the pointer wraps around")
+
+
+def check_momentum_update(fn) -> bool:
+    """Exercise 6.2: ``fn(target_params, online_params, m)`` updates the target parameters in place,
+    θk ← m·θk + (1 − m)·θq, as :func:`sslbook.models.ema.ema_update_` does."""
+    from torch import nn
+
+    from sslbook.models.ema import ema_update_
+
+    for m in (0.0, 0.9, 0.999, 1.0):
+        torch.manual_seed(1)
+        online, target = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2)), nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2))
+        want = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2))
+        want.load_state_dict(target.state_dict())
+        ema_update_(want, online, m)
+        with torch.no_grad():
+            ok, _ = _call("momentum update", fn, list(target.parameters()), [p.detach() for p in online.parameters()], m)
+        if not ok:
+            return False
+        for a, b in zip(target.parameters(), want.parameters()):
+            if not torch.allclose(a, b, atol=1e-6):
+                return _report("momentum update", False, f"m={m}: the target parameters differ from m·θk + (1 − m)·θq "
+                               "(update them in place)")
+    return _report("momentum update", True, "θk ← m θk + (1 − m) θq for m = 0, 0.9, 0.999, 1")
+
+
+def check_cosine_momentum(fn) -> bool:
+    """Exercise 6.3: ``fn(step, total_steps, base) -> float``: MoCo v3's (and BYOL's) momentum schedule,
+    from ``base`` at step 0 up to 1 at the last step, along a half cosine."""
+    from sslbook.methods.momentum import cosine_momentum
+
+    for args in [(0, 100, 0.99), (25, 100, 0.99), (50, 100, 0.996), (100, 100, 0.9), (7, 13, 0.5)]:
+        ok, got = _call("momentum schedule", fn, *args)
+        if not ok:
+            return False
+        want = cosine_momentum(*args)
+        if abs(float(got) - want) > 1e-6:
+            return _report("momentum schedule", False, f"step {args[0]} of {args[1]}, base {args[2]}: expected {want:.6f}, got {float(got):.6f}")
+    return _report("momentum schedule", True, "matches sslbook.methods.momentum.cosine_momentum")

@@ -19,6 +19,11 @@ REGISTRY: dict[str, str | type[Method]] = {
     "video_colorization": "sslbook.methods.video_colorization:VideoColorization",
     "simclr": "sslbook.methods.simclr:SimCLR",
     "cpc": "sslbook.methods.cpc:CPC",
+    "instdisc": "sslbook.methods.instdisc:InstDisc",
+    "pirl": "sslbook.methods.pirl:PIRL",
+    "moco_v1": "sslbook.methods.moco_v1:MoCoV1",
+    "moco_v2": "sslbook.methods.moco_v2:MoCoV2",
+    "moco_v3": "sslbook.methods.moco_v3:MoCoV3",
 }
 
 
