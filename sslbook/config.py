@@ -240,54 +240,7 @@ RECIPES: dict[str, dict[str, dict]] = {
     },
 }
 
-
-def current_preset() -> str:
-    """The preset the book runs at: ``$SSLBOOK_PRESET`` or ``tiny``."""
-    name = os.environ.get(PRESET_ENV, "tiny")
-    if name not in PRESETS:
-        raise ValueError(f"{PRESET_ENV}={name!r} is not a preset; choose one of {sorted(PRESETS)}")
-    return name
-
-
-def run_dir(name: str, preset: str | None = None) -> str:
-    """Where the book keeps the run called ``name`` at ``preset``: ``$SSLBOOK_RUNS/<preset>/<name>``
-    (default: the repository's ``runs/`` folder, git-ignored).
-
-    Chapters train with ``train(method, out=run_dir(name), resume=True)``: the first chapter that
-    needs a run trains it and checkpoints it; a later chapter (or a re-execution) that asks for the
-    same run with the same settings finds the finished checkpoint and loads it with its stored metrics
-    (evaluated again only if the evaluation settings differ): "train, or load what was trained".
-    Delete the folder to train again.
-    """
-    preset = preset or current_preset()
-    root = Path(os.environ[RUNS_ENV]) if os.environ.get(RUNS_ENV) else _REPO_RUNS
-    return str(root / preset / name)
-
-
-def get_preset(name: str | None = None) -> dict:
-    name = name or current_preset()
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return dict(PRESETS[name])
-
-
-def resolve(method: str, preset: str | None = None, **overrides) -> TrainConfig:
-    """The run's config: preset, then the method's recipe for it, then ``overrides`` (None = keep)."""
-    preset = preset or current_preset()
-    values = get_preset(preset)
-    values.update(RECIPES.get(method, {}).get(preset, {}))
-    method_kwargs = dict(values.pop("method_kwargs", {}))
-    method_kwargs.update(overrides.pop("method_kwargs", None) or {})
-    data_kwargs = dict(values.pop("data_kwargs", {}))
-    if overrides.get("data") not in (None, values.get("data")):
-        data_kwargs = {}  # a different data set than the preset's: its size options do not apply
-    data_kwargs.update(overrides.pop("data_kwargs", None) or {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise TypeError(f"unknown training options: {sorted(unknown)}")
-    return TrainConfig(method=method, preset=preset, method_kwargs=method_kwargs, data_kwargs=data_kwargs, **values)
-
+# Chapter 4: masked autoencoders.
 RECIPES["mae"] = {
     # Tiny: a 0.45 M-parameter ViT (patch 8 → 16 patches of a 32×32 image) on the generated shapes; AdamW
     # with MAE's betas (0.9, 0.95) and weight decay 0.05, a higher learning rate than the paper's because
@@ -359,3 +312,51 @@ RECIPES["cpc"] = {
                  method_kwargs=dict(patch=32, stride=16, steps=(1, 2, 3, 4), temperature=1.0, normalize=False,
                                     context_width=512, crop_scale=(0.5, 1.0), drop_p=0.5)),
 }
+
+
+def current_preset() -> str:
+    """The preset the book runs at: ``$SSLBOOK_PRESET`` or ``tiny``."""
+    name = os.environ.get(PRESET_ENV, "tiny")
+    if name not in PRESETS:
+        raise ValueError(f"{PRESET_ENV}={name!r} is not a preset; choose one of {sorted(PRESETS)}")
+    return name
+
+
+def run_dir(name: str, preset: str | None = None) -> str:
+    """Where the book keeps the run called ``name`` at ``preset``: ``$SSLBOOK_RUNS/<preset>/<name>``
+    (default: the repository's ``runs/`` folder, git-ignored).
+
+    Chapters train with ``train(method, out=run_dir(name), resume=True)``: the first chapter that
+    needs a run trains it and checkpoints it; a later chapter (or a re-execution) that asks for the
+    same run with the same settings finds the finished checkpoint and loads it with its stored metrics
+    (evaluated again only if the evaluation settings differ): "train, or load what was trained".
+    Delete the folder to train again.
+    """
+    preset = preset or current_preset()
+    root = Path(os.environ[RUNS_ENV]) if os.environ.get(RUNS_ENV) else _REPO_RUNS
+    return str(root / preset / name)
+
+
+def get_preset(name: str | None = None) -> dict:
+    name = name or current_preset()
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def resolve(method: str, preset: str | None = None, **overrides) -> TrainConfig:
+    """The run's config: preset, then the method's recipe for it, then ``overrides`` (None = keep)."""
+    preset = preset or current_preset()
+    values = get_preset(preset)
+    values.update(RECIPES.get(method, {}).get(preset, {}))
+    method_kwargs = dict(values.pop("method_kwargs", {}))
+    method_kwargs.update(overrides.pop("method_kwargs", None) or {})
+    data_kwargs = dict(values.pop("data_kwargs", {}))
+    if overrides.get("data") not in (None, values.get("data")):
+        data_kwargs = {}  # a different data set than the preset's: its size options do not apply
+    data_kwargs.update(overrides.pop("data_kwargs", None) or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"unknown training options: {sorted(unknown)}")
+    return TrainConfig(method=method, preset=preset, method_kwargs=method_kwargs, data_kwargs=data_kwargs, **values)
