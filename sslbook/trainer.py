@@ -43,6 +43,13 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per logged step
     metrics: dict = field(default_factory=dict)
     checkpoint: Path | None = None
+    train_seconds: float = 0.0  # wall-clock seconds of the training epochs (summed over resumes; no evaluation)
+    steps: int = 0  # optimiser steps taken
+
+    @property
+    def images_seen(self) -> int:
+        """Training images drawn (each possibly as several views): steps × the global batch size."""
+        return self.steps * self.config.batch_size
 
     @property
     def backbone(self) -> torch.nn.Module:
@@ -147,6 +154,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
 
     out = Path(cfg.out) if cfg.out else None
     start_epoch, step, history, metrics = 0, 0, [], {}
+    train_seconds = 0.0
     done_epochs = 0
     torch.manual_seed(cfg.seed + 1 + dist.rank())  # augmentation randomness differs between processes
     if cfg.resume and out is not None and (out / "last.pt").is_file():
@@ -155,6 +163,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        train_seconds = float(state.get("train_seconds", 0.0))
         if _same_evaluation(state["config"], cfg):
             metrics = dict(state.get("metrics") or {})  # reused below if the run is already finished
         done_epochs = start_epoch
@@ -180,7 +189,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
             ckpt_io.save_atomic(
                 dict(format=ckpt_io.FORMAT, version=__version__, config=cfg.to_dict(), info=_info_dict(info),
                      method=method.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch, step=step,
-                     rng=rng, history=history, metrics=metrics),
+                     rng=rng, history=history, metrics=metrics, train_seconds=train_seconds),
                 ckpt_path,
             )
 
@@ -225,6 +234,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         if pending:
             history.extend(_flush(pending, epoch, lr_schedule, {}, check_ckpt=ckpt_path))
         bar.close()
+        train_seconds += time.perf_counter() - t0
         done_epochs = epoch + 1
         save(done_epochs)
         for cb in callbacks:
@@ -243,7 +253,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     if not reuse:
         save(done_epochs)  # again, now with the metrics
     dist.barrier()
-    return TrainResult(method, cfg, history, metrics, ckpt_path)
+    return TrainResult(method, cfg, history, metrics, ckpt_path, train_seconds, step)
 
 
 def _check_finite(pending, epoch, ckpt_path) -> None:
@@ -303,4 +313,5 @@ def load_trained(path, device="cpu") -> TrainResult:
     info = DataInfo(i["name"], list(i["classes"]), i["image_size"], tuple(i["mean"]), tuple(i["std"]))
     method = build_method(cfg, info)
     method.load_state_dict(state["method"])
-    return TrainResult(method.to(device).eval(), cfg, list(state["history"]), dict(state["metrics"]), Path(path))
+    return TrainResult(method.to(device).eval(), cfg, list(state["history"]), dict(state["metrics"]), Path(path),
+                       float(state.get("train_seconds", 0.0)), int(state["step"]))

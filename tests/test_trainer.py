@@ -31,12 +31,19 @@ def test_resume_equals_uninterrupted(small, tmp_path):
     cfg = {k: v for k, v in small.items() if k != "epochs"}
     with pytest.raises(Interrupt):
         train("supervised", out=str(tmp_path / "b"), epochs=3, callbacks=[stop_after_first], **cfg)
-    assert ckpt_io.load(tmp_path / "b" / "last.pt")["epoch"] == 1
+    interrupted = ckpt_io.load(tmp_path / "b" / "last.pt")
+    assert interrupted["epoch"] == 1
     resumed = train("supervised", out=str(tmp_path / "b"), epochs=3, resume=True, **cfg)
 
     assert torch.equal(_params(full.method), _params(resumed.method))
     assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
     assert full.metrics == resumed.metrics
+    # the cost of training: steps and images seen are exact; the wall time of the first epoch survives the resume
+    first_epoch_seconds = interrupted["train_seconds"]
+    assert resumed.steps == full.steps == len(full.history) and full.images_seen == full.steps * full.config.batch_size
+    assert 0 < first_epoch_seconds < resumed.train_seconds
+    reloaded = load_trained(tmp_path / "b" / "last.pt")
+    assert (reloaded.steps, reloaded.train_seconds) == (resumed.steps, resumed.train_seconds)
 
 
 class WithExtra(Supervised):
