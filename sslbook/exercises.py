@@ -385,3 +385,47 @@ def check_cosine_momentum(fn) -> bool:
         if abs(float(got) - want) > 1e-6:
             return _report("momentum schedule", False, f"step {args[0]} of {args[1]}, base {args[2]}: expected {want:.6f}, got {float(got):.6f}")
     return _report("momentum schedule", True, "matches sslbook.methods.momentum.cosine_momentum")
+
+
+def check_rank_correlation(fn, trials: int = 6) -> bool:
+    """Exercise 10.1: ``fn(x, y) -> float``: Spearman's rank correlation of two lists, ties given
+    their average rank, as :func:`sslbook.evaluation.rank_correlation`."""
+    from sslbook.evaluation import rank_correlation
+
+    g = torch.Generator().manual_seed(0)
+    cases = [([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]), ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]),
+             ([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 4.0, 9.0, 16.0, 100.0]),  # monotone, not linear: exactly 1
+             ([1.0, 2.0, 2.0, 3.0, 5.0], [2.0, 1.0, 3.0, 3.0, 4.0])]  # ties in both lists
+    for _ in range(trials):
+        n = int(torch.randint(4, 12, (1,), generator=g))
+        cases.append((torch.randint(0, 6, (n,), generator=g).float().tolist(), torch.randn(n, generator=g).tolist()))
+    for x, y in cases:
+        ok, got = _call("rank correlation", fn, list(x), list(y))
+        if not ok:
+            return False
+        want = rank_correlation(x, y)
+        if got is None or abs(float(got) - want) > 1e-6:
+            return _report("rank correlation", False, f"x={[round(v, 2) for v in x]}, y={[round(v, 2) for v in y]}: "
+                           f"expected {want:.4f}, got {got}")
+    return _report("rank correlation", True, f"{len(cases)} cases (ties included) agree with sslbook.evaluation.rank_correlation")
+
+
+def check_pareto_front(fn, trials: int = 6) -> bool:
+    """Exercise 10.2: ``fn(costs, scores) -> indices`` of the points no other point beats on both
+    axes (lower cost, higher score), as :func:`sslbook.evaluation.pareto_front` (order does not matter)."""
+    from sslbook.evaluation import pareto_front
+
+    g = torch.Generator().manual_seed(1)
+    cases = [([1.0, 2.0, 3.0], [0.5, 0.4, 0.9]), ([1.0, 1.0, 2.0], [0.5, 0.6, 0.6]), ([3.0, 2.0, 1.0], [0.3, 0.2, 0.1])]
+    for _ in range(trials):
+        n = int(torch.randint(3, 15, (1,), generator=g))
+        cases.append((torch.rand(n, generator=g).tolist(), torch.randint(0, 5, (n,), generator=g).float().tolist()))
+    for costs, scores in cases:
+        ok, got = _call("Pareto front", fn, list(costs), list(scores))
+        if not ok:
+            return False
+        want = sorted(pareto_front(costs, scores))
+        if got is None or sorted(int(i) for i in got) != want:
+            return _report("Pareto front", False, f"costs={[round(c, 2) for c in costs]}, scores={scores}: "
+                           f"expected indices {want}, got {got}")
+    return _report("Pareto front", True, f"{len(cases)} cases (ties included) agree with sslbook.evaluation.pareto_front")
