@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 from tqdm import tqdm
 
 from sslbook import __version__
@@ -45,6 +45,9 @@ class TrainResult:
     checkpoint: Path | None = None
     train_seconds: float = 0.0  # wall-clock seconds of the training epochs (summed over resumes; no evaluation)
     steps: int = 0  # optimiser steps taken
+    # the learning curve (``monitor_knn``): one dict per epoch boundary, epoch 0 = at initialisation:
+    # {"epoch", "step", "images" (drawn so far), "train_seconds" (so far), "knn_top1" (on the monitor subsets)}
+    monitor: list[dict] = field(default_factory=list)
 
     @property
     def images_seen(self) -> int:
@@ -105,6 +108,35 @@ def evaluate_backbone(backbone, cfg: TrainConfig, protocols=None, train_set=None
     )
 
 
+class _Monitor:
+    """kNN top-1 of the backbone on fixed subsets (the first ``n`` labelled training images as the bank,
+    the first ``n // 2`` test images as queries), cheap enough to run after every epoch. It draws no
+    random numbers (the RNG state is restored), so the run it watches trains exactly as without it."""
+
+    def __init__(self, cfg: TrainConfig):
+        train_eval, test_eval = eval_sets(cfg)
+        self.train_set = _head(train_eval, cfg.monitor_knn)
+        self.test_set = _head(test_eval, max(1, cfg.monitor_knn // 2))
+        self.cfg = cfg
+
+    def __call__(self, backbone) -> float:
+        from sslbook.evaluation import extract_features, knn_accuracy
+
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            tr, ytr = extract_features(backbone, self.train_set, self.cfg.eval_batch_size)
+            te, yte = extract_features(backbone, self.test_set, self.cfg.eval_batch_size)
+        keep = ytr >= 0
+        return float(knn_accuracy(tr[keep], ytr[keep], te, yte, self.cfg.knn_k, self.cfg.knn_temperature))
+
+
+def _head(dataset, n: int):
+    n = min(n, len(dataset))
+    if hasattr(dataset, "subset"):
+        return dataset.subset(torch.arange(n))
+    return Subset(dataset, range(n))
+
+
 def train(method: str, preset: str | None = None, callbacks=(), **overrides) -> TrainResult:
     """Train ``method`` at ``preset`` (default: the book's current preset) with config overrides.
 
@@ -155,6 +187,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     out = Path(cfg.out) if cfg.out else None
     start_epoch, step, history, metrics = 0, 0, [], {}
     train_seconds = 0.0
+    monitor_log: list[dict] = []
     done_epochs = 0
     torch.manual_seed(cfg.seed + 1 + dist.rank())  # augmentation randomness differs between processes
     if cfg.resume and out is not None and (out / "last.pt").is_file():
@@ -164,6 +197,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
         train_seconds = float(state.get("train_seconds", 0.0))
+        monitor_log = list(state.get("monitor", []))
         if _same_evaluation(state["config"], cfg):
             metrics = dict(state.get("metrics") or {})  # reused below if the run is already finished
         done_epochs = start_epoch
@@ -189,10 +223,19 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
             ckpt_io.save_atomic(
                 dict(format=ckpt_io.FORMAT, version=__version__, config=cfg.to_dict(), info=_info_dict(info),
                      method=method.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch, step=step,
-                     rng=rng, history=history, metrics=metrics, train_seconds=train_seconds),
+                     rng=rng, history=history, metrics=metrics, train_seconds=train_seconds, monitor=monitor_log),
                 ckpt_path,
             )
 
+    monitor = _Monitor(cfg) if cfg.monitor_knn > 0 and main and start_epoch < cfg.epochs and step < total_steps else None
+
+    def watch(epoch: int) -> None:
+        if monitor is not None:
+            monitor_log.append(dict(epoch=epoch, step=step, images=step * cfg.batch_size,
+                                    train_seconds=train_seconds, knn_top1=monitor(method.backbone)))
+
+    if monitor is not None and step == 0 and not monitor_log:
+        watch(0)  # the curve starts at the random initialisation
     for epoch in range(start_epoch, cfg.epochs):
         if step >= total_steps:
             break
@@ -236,6 +279,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         bar.close()
         train_seconds += time.perf_counter() - t0
         done_epochs = epoch + 1
+        watch(done_epochs)
         save(done_epochs)
         for cb in callbacks:
             cb(epoch + 1, method, history)
@@ -253,7 +297,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     if not reuse:
         save(done_epochs)  # again, now with the metrics
     dist.barrier()
-    return TrainResult(method, cfg, history, metrics, ckpt_path, train_seconds, step)
+    return TrainResult(method, cfg, history, metrics, ckpt_path, train_seconds, step, monitor_log)
 
 
 def _check_finite(pending, epoch, ckpt_path) -> None:
@@ -314,4 +358,4 @@ def load_trained(path, device="cpu") -> TrainResult:
     method = build_method(cfg, info)
     method.load_state_dict(state["method"])
     return TrainResult(method.to(device).eval(), cfg, list(state["history"]), dict(state["metrics"]), Path(path),
-                       float(state.get("train_seconds", 0.0)), int(state["step"]))
+                       float(state.get("train_seconds", 0.0)), int(state["step"]), list(state.get("monitor", [])))

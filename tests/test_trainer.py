@@ -46,6 +46,30 @@ def test_resume_equals_uninterrupted(small, tmp_path):
     assert (reloaded.steps, reloaded.train_seconds) == (resumed.steps, resumed.train_seconds)
 
 
+def test_knn_monitor_records_a_learning_curve_without_changing_training(small, tmp_path):
+    cfg = {k: v for k, v in small.items() if k != "epochs"}
+    plain = train("supervised", epochs=3, monitor_knn=0, **cfg)
+    watched = train("supervised", out=str(tmp_path), epochs=3, monitor_knn=64, **cfg)
+    # the monitor draws no random numbers: the same parameters and losses as without it
+    assert torch.equal(_params(plain.method), _params(watched.method))
+    assert [h["loss"] for h in plain.history] == [h["loss"] for h in watched.history]
+    assert plain.monitor == []
+    curve = watched.monitor
+    assert [m["epoch"] for m in curve] == [0, 1, 2, 3]  # epoch 0: the random initialisation
+    steps_per_epoch = watched.steps // 3
+    assert [m["step"] for m in curve] == [0, steps_per_epoch, 2 * steps_per_epoch, 3 * steps_per_epoch]
+    assert [m["images"] for m in curve] == [m["step"] * watched.config.batch_size for m in curve]
+    assert curve[0]["train_seconds"] == 0 and curve[-1]["train_seconds"] == pytest.approx(watched.train_seconds)
+    assert all(0.0 <= m["knn_top1"] <= 1.0 for m in curve)
+    # the curve is the kNN of the backbone at that moment: at the end, recompute it directly
+    from sslbook.trainer import _Monitor
+
+    assert _Monitor(watched.config)(watched.backbone) == pytest.approx(curve[-1]["knn_top1"])
+    # the checkpoint keeps it, and a resumed (finished) run returns it unchanged
+    assert load_trained(tmp_path / "last.pt").monitor == curve
+    assert train("supervised", out=str(tmp_path), epochs=3, monitor_knn=64, resume=True, **cfg).monitor == curve
+
+
 class WithExtra(Supervised):
     """Supervised plus a method-specific measurement, counted so the test sees when it runs."""
 
