@@ -112,10 +112,10 @@ def test_teacher_temperature_warmup():
     assert float(make(sharpening=False).teacher_temp_now) == pytest.approx(0.1)
 
 
-def _short_run(steps=25, **kw):
+def _short_run(steps=15, **kw):
     m = make(backbone="convnet_small", n_local=0, base_momentum=0.9, **kw)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-3)
-    x = images(64)
+    x = images(32)
     out = None
     for step in range(steps):
         out = m(m.make_views(x, None), None)
@@ -228,3 +228,26 @@ def test_trainer_runs_dino(small):
     assert len(result.history) == 2 and all(math.isfinite(h["loss"]) for h in result.history)
     assert {"teacher_entropy", "kl", "ibot_loss", "koleo"} <= set(result.history[0])
     assert "knn_top1" in result.metrics
+
+
+def test_exercise_checkers():
+    from sslbook.exercises import check_dino_center, check_dino_loss
+
+    assert check_dino_center(lambda c, t, m: m * c + (1 - m) * t.mean(0, keepdim=True))
+    assert not check_dino_center(lambda c, t, m: m * c + (1 - m) * t.mean(1).mean())  # wrong axis
+    assert not check_dino_center(lambda c, t, m: (1 - m) * c + m * t.mean(0, keepdim=True))  # momentum swapped
+    assert check_dino_loss(lambda s, t, c, ts, tt: losses.dino(s, t, c, ts, tt))
+    assert not check_dino_loss(lambda s, t, c, ts, tt: losses.dino(s, t, torch.zeros_like(c), ts, tt))  # no centring
+    assert not check_dino_loss(lambda s, t, c, ts, tt: losses.dino(s, t, c, ts, ts))  # no sharpening
+
+    def with_self_pairs(s, t, c, ts, tt):  # a view also predicts itself
+        q = [torch.softmax((x - c) / tt, -1) for x in t]
+        terms = [-(qi * torch.log_softmax(sv / ts, -1)).sum(-1).mean() for qi in q for sv in s]
+        return sum(terms) / len(terms)
+
+    assert not check_dino_loss(with_self_pairs)
+
+    def todo(*args):
+        raise NotImplementedError
+
+    assert not check_dino_center(todo) and not check_dino_loss(todo)
