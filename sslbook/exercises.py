@@ -429,3 +429,52 @@ def check_pareto_front(fn, trials: int = 6) -> bool:
             return _report("Pareto front", False, f"costs={[round(c, 2) for c in costs]}, scores={scores}: "
                            f"expected indices {want}, got {got}")
     return _report("Pareto front", True, f"{len(cases)} cases (ties included) agree with sslbook.evaluation.pareto_front")
+# ----------------------------------------------------------------------------------------------
+# Chapter 9: self-distillation (DINO)
+# ----------------------------------------------------------------------------------------------
+
+
+def check_dino_center(fn) -> bool:
+    """Exercise 9.1: ``fn(center 1×K, teacher_logits B×K, m) -> new center 1×K``: DINO's centre update,
+    C ← m·C + (1 − m)·mean over the batch of the teacher's logits (one process)."""
+    g = torch.Generator().manual_seed(0)
+    for b, k, m in [(8, 5, 0.9), (3, 7, 0.0), (16, 4, 0.99), (5, 3, 1.0)]:
+        center, logits = torch.randn(1, k, generator=g), torch.randn(b, k, generator=g)
+        ok, got = _call("DINO centre", fn, center.clone(), logits.clone(), m)
+        if not ok:
+            return False
+        want = m * center + (1 - m) * logits.mean(dim=0, keepdim=True)
+        try:
+            got = torch.as_tensor(got).reshape(1, k)
+        except (RuntimeError, TypeError, ValueError):
+            return _report("DINO centre", False, f"return a 1×{k} tensor (one value per output dimension)")
+        if not torch.allclose(got, want, atol=1e-5):
+            return _report("DINO centre", False, f"B={b}, K={k}, m={m}: expected {want.flatten()[:3].tolist()}…, "
+                           f"got {got.flatten()[:3].tolist()}… (average over the batch dimension)")
+    return _report("DINO centre", True, "C ← m C + (1 − m) · batch mean of the teacher's logits")
+
+
+def check_dino_loss(fn, trials: int = 3) -> bool:
+    """Exercise 9.2: ``fn(student_out, teacher_out, center, student_temp, teacher_temp) -> scalar``: DINO's
+    loss as :func:`sslbook.losses.dino` computes it (the teacher's targets centred and sharpened, the
+    cross-entropy averaged over every pair of different views and over the batch)."""
+    from sslbook.losses import dino
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(trials):
+        n, k, n_views = 6, 10, 2 + 2 * trial
+        student = [torch.randn(n, k, generator=g) for _ in range(n_views)]
+        teacher = [torch.randn(n, k, generator=g) for _ in range(2)]
+        center = torch.randn(1, k, generator=g) * 0.5
+        for ts, tt in [(0.1, 0.04), (0.2, 0.07)]:
+            ok, got = _call("DINO loss", fn, [s.clone() for s in student], [t.clone() for t in teacher], center.clone(), ts, tt)
+            if not ok:
+                return False
+            want = dino(student, teacher, center, ts, tt)
+            if got is None:
+                return _report("DINO loss", False, "the function returned None: return the loss (a scalar tensor)")
+            got = torch.as_tensor(got, dtype=torch.float32).detach()
+            if got.numel() != 1 or not torch.allclose(got.reshape(()), want, atol=1e-4):
+                return _report("DINO loss", False, f"{n_views} student views, τs={ts}, τt={tt}: expected {float(want):.4f}, "
+                               f"got {got.flatten()[:3].tolist()}")
+    return _report("DINO loss", True, "matches sslbook.losses.dino (2 to 6 views, two temperature pairs)")

@@ -153,6 +153,21 @@ def dino(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], cente
     if len(student_out) < len(teacher_out) or not teacher_out:
         raise ValueError("dino needs the teacher's global views to be the first views of the student's list")
     targets = [F.softmax((t.float() - center.float()) / teacher_temp, dim=-1).detach() for t in teacher_out]
+    return dino_cross_entropy(student_out, targets, student_temp)
+
+
+def dino_cross_entropy(student_out: list[torch.Tensor], targets: list[torch.Tensor], student_temp: float = 0.1) -> torch.Tensor:
+    """DINO's loss from ready-made teacher targets (probabilities): the mean over the pairs (teacher
+    view iq, student view v ≠ iq) of −Σ_k P_t[iq] log softmax(s_v/τ_s), averaged over the batch.
+
+    student_out: per-view logits N×K (global views first); targets: per-global-view probabilities N×K
+    (rows sum to 1), e.g. centred-and-sharpened softmaxes (:func:`dino`) or Sinkhorn–Knopp
+    assignments (:func:`sinkhorn_knopp`, DINOv2)."""
+    if student_temp <= 0:
+        raise ValueError(f"the student temperature must be > 0, got {student_temp}")
+    if len(student_out) < len(targets) or not targets:
+        raise ValueError("dino needs the teacher's global views to be the first views of the student's list")
+    targets = [q.float().detach() for q in targets]
     log_probs = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_out]
     total, pairs = 0.0, 0
     for iq, q in enumerate(targets):
@@ -164,6 +179,58 @@ def dino(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], cente
     if pairs == 0:
         raise ValueError("dino needs at least two views")
     return total / pairs
+
+
+@torch.no_grad()
+def sinkhorn_knopp(logits: torch.Tensor, temperature: float = 0.07, iters: int = 3) -> torch.Tensor:
+    """Sinkhorn–Knopp normalisation of teacher logits (SwAV; DINOv2's "centering" of the teacher).
+
+    logits: B×K of this process. Q = exp(logits/τ) is rescaled alternately so that every prototype
+    (column) gets the same total mass 1/K and every sample (row) the mass 1/B, over the **global**
+    batch (sums are all-reduced under torch.distributed). Returns B×K assignments whose rows sum to 1
+    and whose columns sum to ≈ B/K (exactly after the last row step: rows are normalised last).
+    """
+    if temperature <= 0 or iters < 1:
+        raise ValueError(f"sinkhorn_knopp needs temperature > 0 and iters ≥ 1, got {temperature}, {iters}")
+    _, world = _world()
+
+    def all_sum(x):
+        if world > 1:
+            torch.distributed.all_reduce(x)
+        return x
+
+    x = logits.float() / temperature
+    top = x.max().reshape(1)
+    if world > 1:  # one constant for every process, so the global normalisation below cancels it
+        torch.distributed.all_reduce(top, op=torch.distributed.ReduceOp.MAX)
+    q = torch.exp(x - top).T  # K×B (subtracting the max only avoids overflow)
+    b, k = q.shape[1] * world, q.shape[0]
+    q /= all_sum(q.sum().reshape(1))
+    for _ in range(iters):
+        q /= all_sum(q.sum(dim=1, keepdim=True))  # every prototype's total mass …
+        q /= k  # … is 1/K
+        q /= q.sum(dim=0, keepdim=True)  # every sample's mass …
+        q /= b  # … is 1/B
+    return (q * b).T  # B×K, rows sum to 1
+
+
+def ibot_patch_loss(student_patches: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor,
+                    student_temp: float = 0.1) -> torch.Tensor:
+    """iBOT's masked-patch self-distillation (Zhou et al. 2022): at every **masked** patch the student's
+    patch logits predict the teacher's patch distribution (computed from the unmasked image).
+
+    student_patches: N×L×K logits; teacher_probs: N×L×K probabilities (no gradient); mask: N×L (1 = the
+    student saw a mask token there). Per image: −Σ_k P_t log softmax(s/τ_s) summed over its masked
+    patches / their number; then the mean over the images that have at least one masked patch.
+    Unmasked patches contribute nothing."""
+    if student_patches.shape != teacher_probs.shape or student_patches.shape[:2] != mask.shape:
+        raise ValueError(f"ibot_patch_loss: shapes {tuple(student_patches.shape)}, {tuple(teacher_probs.shape)} "
+                         f"and mask {tuple(mask.shape)} do not match (N×L×K, N×L×K, N×L)")
+    mask = mask.float()
+    ce = torch.sum(-teacher_probs.float().detach() * F.log_softmax(student_patches.float() / student_temp, dim=-1), dim=-1)  # N×L
+    per_image = (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    has_mask = (mask.sum(dim=1) > 0).float()
+    return (per_image * has_mask).sum() / has_mask.sum().clamp(min=1.0)
 
 
 def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -24,6 +24,7 @@ REGISTRY: dict[str, str | type[Method]] = {
     "moco_v1": "sslbook.methods.moco_v1:MoCoV1",
     "moco_v2": "sslbook.methods.moco_v2:MoCoV2",
     "moco_v3": "sslbook.methods.moco_v3:MoCoV3",
+    "dino": "sslbook.methods.dino:DINO",
 }
 
 
