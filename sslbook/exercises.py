@@ -429,6 +429,8 @@ def check_pareto_front(fn, trials: int = 6) -> bool:
             return _report("Pareto front", False, f"costs={[round(c, 2) for c in costs]}, scores={scores}: "
                            f"expected indices {want}, got {got}")
     return _report("Pareto front", True, f"{len(cases)} cases (ties included) agree with sslbook.evaluation.pareto_front")
+
+
 # ----------------------------------------------------------------------------------------------
 # Chapter 9: self-distillation (DINO)
 # ----------------------------------------------------------------------------------------------
