@@ -12,6 +12,7 @@ the identity."
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import barlow_twins
@@ -48,4 +49,6 @@ class BarlowTwins(Method):
         if v1.shape != v2.shape:
             raise ValueError(f"Barlow Twins' two views must have the same shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
         z1, z2 = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)  # N×D each
-        return {"loss": barlow_twins(z1, z2, self.lambd, self.reduction)}
+        # z_std: the collapse monitor the other methods of chapter 8 log (≈ 1/√D healthy, 0 collapsed)
+        return {"loss": barlow_twins(z1, z2, self.lambd, self.reduction),
+                "z_std": F.normalize(z1.detach().float(), dim=1).std(0).mean()}

@@ -13,14 +13,13 @@ No negatives: what prevents collapse is the predictor and the slowly moving targ
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import negative_cosine
 from sslbook.methods.base import Method
+from sslbook.methods.momentum import cosine_momentum
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
 
@@ -66,8 +65,8 @@ class BYOL(Method):
         return {"loss": loss, "z_std": F.normalize(z1.float(), dim=1).std(0).mean()}
 
     def on_step_end(self, step, total_steps):
-        # τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2, i.e. a cosine from τ_base to 1
-        self.momentum = 1 - (1 - self.base_momentum) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+        # τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2, i.e. a cosine from τ_base to 1 (shared with MoCo v3)
+        self.momentum = cosine_momentum(step, total_steps, self.base_momentum)
         ema_update_(self.target_backbone, self.backbone, self.momentum)
         ema_update_(self.target_projector, self.projector, self.momentum)
         return {"momentum": self.momentum}
