@@ -125,8 +125,12 @@ RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs=dict(proj_dim=2048, pred_hidden=512)),
     },
     "barlow_twins": {
-        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=15, warmup_epochs=1,
-                     method_kwargs=dict(proj_dim=1024, lambd=5e-3, blur_p=(0.0, 0.0))),
+        # Tiny: SimCLR's tiny optimiser (AdamW, base lr 0.002, wd 1e-4, batch 128, warm-up 0.5 epoch, 3 epochs: ~117
+        # steps, a CPU budget of minutes) and its crops of 20–100% (32-px scenes); a 3-layer projector of width 1024
+        # (the paper's 8192 is ~64× the compute of the small CNN's head), λ = 5e-3 as in the paper; no blur at 32 px.
+        # One run on the shared CPU: kNN 57.4% / linear 76.3% against random init's 40.5% / 68.7%.
+        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
+                     method_kwargs=dict(proj_dim=1024, lambd=5e-3, blur_p=(0.0, 0.0), crop_scale=(0.2, 1.0))),
         # Full: the paper (Zbontar et al. 2021): LARS, lr 0.2 × batch/256 for weights, wd 1.5e-6, 10 warm-up
         # epochs, 1000 epochs, projector 3 × 8192, λ = 5e-3; batch 512 for CIFAR; no blur at 32 px.
         "full": dict(optimizer="lars", base_lr=0.2, weight_decay=1.5e-6, epochs=1000, batch_size=512, warmup_epochs=10,
