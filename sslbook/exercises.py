@@ -480,3 +480,80 @@ def check_dino_loss(fn, trials: int = 3) -> bool:
                 return _report("DINO loss", False, f"{n_views} student views, τs={ts}, τt={tt}: expected {float(want):.4f}, "
                                f"got {got.flatten()[:3].tolist()}")
     return _report("DINO loss", True, "matches sslbook.losses.dino (2 to 6 views, two temperature pairs)")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def check_byol_loss(fn, trials: int = 4) -> bool:
+    """Exercise 8.1: ``fn(p, z) -> scalar``: BYOL's normalised MSE ‖p̄ − z̄‖² (p̄, z̄: the rows l2-normalised),
+    averaged over the batch, with **no gradient into the target** z. Equals ``2 + 2 * negative_cosine(p, z)``."""
+    from sslbook.losses import negative_cosine
+
+    name = "BYOL loss"
+    g = torch.Generator().manual_seed(0)
+    for n, d in [(8, 16), (5, 3), (16, 64), (2, 128)][:trials]:
+        p = (3 * torch.randn(n, d, generator=g)).requires_grad_()
+        z = (0.5 * torch.randn(n, d, generator=g)).requires_grad_()
+        ok, got = _call(name, fn, p, z)
+        if not ok:
+            return False
+        got = torch.as_tensor(got)
+        want = 2 + 2 * negative_cosine(p.detach(), z.detach())
+        if got.numel() != 1 or not torch.allclose(got.detach().float().reshape(()), want, atol=1e-5):
+            return _report(name, False, f"N={n}, D={d}: expected {float(want):.5f}, got "
+                           f"{float(got.detach().reshape(-1)[0]) if got.numel() else 'an empty tensor'} (normalise both, then the squared distance, then the batch mean)")
+        if not got.requires_grad:
+            return _report(name, False, "the loss has no gradient: the online prediction p must receive one")
+        got.backward()
+        if z.grad is not None and z.grad.abs().sum() > 0:
+            return _report(name, False, "a gradient reached the target z: detach it (the stop-gradient)")
+    return _report(name, True, "‖p̄ − z̄‖² = 2 − 2 cos(p, z), and the target gets no gradient")
+
+
+def check_barlow_twins_loss(fn, trials: int = 4) -> bool:
+    """Exercise 8.2: ``fn(z1, z2, lambd) -> scalar``: the Barlow Twins loss of :func:`sslbook.losses.barlow_twins`
+    (standardise each dimension over the batch, C = z̃1ᵀz̃2 / N, Σ(1 − C_ii)² + λ Σ_{i≠j} C_ij²)."""
+    from sslbook.losses import barlow_twins
+
+    name = "Barlow Twins loss"
+    g = torch.Generator().manual_seed(0)
+    for n, d, lambd in [(32, 8, 5e-3), (16, 4, 0.5), (64, 32, 1e-2), (10, 3, 1.0)][:trials]:
+        z1 = torch.randn(n, d, generator=g) * torch.rand(d, generator=g) * 4 + 2
+        z2 = z1 + 0.7 * torch.randn(n, d, generator=g)
+        ok, got = _call(name, fn, z1.clone(), z2.clone(), lambd)
+        if not ok:
+            return False
+        got = torch.as_tensor(got).detach().float()
+        want = barlow_twins(z1, z2, lambd)
+        if got.numel() != 1 or not torch.allclose(got.reshape(()), want, rtol=1e-3, atol=1e-4):
+            return _report(name, False, f"N={n}, D={d}, λ={lambd}: expected {float(want):.5f}, got "
+                           f"{float(got.reshape(-1)[0]) if got.numel() else 'an empty tensor'} (standardised with the biased "
+                           "variance, divided by N)")
+    return _report(name, True, "matches sslbook.losses.barlow_twins")
+
+
+def check_output_std(fn) -> bool:
+    """Exercise 8.3: ``fn(z) -> float``: the collapse monitor of SimSiam's paper: l2-normalise each row of the
+    N×D outputs, take each dimension's standard deviation over the batch, average over the D dimensions.
+    ≈ 1/√D for outputs spread over the sphere, 0 when every output is the same vector."""
+    import torch.nn.functional as F
+
+    name = "std of the normalised outputs"
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(512, 64, generator=g)
+    cases = [("spread out", spread), ("collapsed", torch.randn(1, 64, generator=g).expand(256, 64) * torch.rand(256, 1, generator=g) + 1e-3 * torch.randn(256, 64, generator=g)),
+             ("scaled rows", spread * torch.rand(512, 1, generator=g) * 10), ("half", torch.cat([spread[:, :32], torch.zeros(512, 32)], 1) + 0.1)]
+    for label, z in cases:
+        ok, got = _call(name, fn, z.clone())
+        if not ok:
+            return False
+        want = float(F.normalize(z, dim=1).std(0).mean())
+        try:
+            got = float(got)
+        except (TypeError, ValueError, RuntimeError):
+            return _report(name, False, "return one number (the mean over dimensions)")
+        if abs(got - want) > 1e-3 * max(1.0, abs(want)) and abs(got - want) > 2e-4:
+            return _report(name, False, f"{label} outputs: expected {want:.4f}, got {got:.4f} (normalise the rows first, "
+                           "then the std over the batch, dim 0)")
+    return _report(name, True, f"spread-out outputs give ≈ 1/√D = {1 / 64 ** 0.5:.3f}, collapsed ones ≈ 0")

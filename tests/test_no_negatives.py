@@ -78,3 +78,85 @@ def test_barlow_twins_refuses_bad_options():
         make("barlow_twins", proj_dim=16, reduction="max")
     with pytest.raises(ValueError, match="lambd"):
         make("barlow_twins", proj_dim=16, lambd=-1.0)
+
+
+def _simsiam_output_std(steps=40, **switches):
+    """A few dozen SGD steps of SimSiam on 32 random 16-px images; the std of the l2-normalised outputs at the end.
+    A high rate and weight decay make the collapse (when a switch allows it) quick enough for a unit test."""
+    torch.manual_seed(0)
+    m = make("simsiam", proj_dim=32, pred_hidden=8, **switches)
+    opt = torch.optim.SGD(m.parameters(), lr=0.3, momentum=0.9, weight_decay=1e-2)
+    x = torch.rand(32, 3, 16, 16)
+    for _ in range(steps):
+        out = m(m.make_views(x, None), None)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    return float(out["z_std"])
+
+
+def test_simsiam_collapses_without_stop_gradient_or_predictor_but_not_with_both():
+    healthy = 1 / 32 ** 0.5  # ≈ 1/√d for outputs spread over the sphere
+    full = _simsiam_output_std()
+    assert full > 0.6 * healthy, full
+    for switches in (dict(stop_gradient=False), dict(predictor=False)):
+        std = _simsiam_output_std(**switches)
+        assert std < 0.3 * healthy and std < full / 3, (switches, std, full)
+
+
+def test_output_std_is_one_over_sqrt_d_when_spread_and_zero_when_collapsed():
+    m = make("simsiam", proj_dim=32, pred_hidden=8)
+    x = torch.rand(64, 3, 16, 16)
+    assert m([x, x], None)["z_std"] == pytest.approx(1 / 32 ** 0.5, rel=0.15)
+    with torch.no_grad():  # a projector whose output is one fixed vector: the collapse the monitor must show
+        last = m.projector[-1]
+        last.weight.zero_(), last.bias.fill_(1.0)
+    assert m([x, x], None)["z_std"] < 1e-4
+
+
+def test_byol_target_moves_only_by_the_moving_average():
+    m = make("byol", proj_dim=16, hidden_dim=32, base_momentum=0.5, blur_p=(0.0, 0.0))
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
+    x = torch.rand(8, 3, 16, 16)
+    target_before = [p.clone() for p in m.target_backbone.parameters()]
+    m(m.make_views(x, None), None)["loss"].backward()
+    opt.step()  # the optimiser step alone leaves the target where it was
+    assert all(torch.equal(a, b) for a, b in zip(target_before, m.target_backbone.parameters()))
+    online = [p.detach().clone() for p in m.backbone.parameters()]
+    m.on_step_end(0, 10)  # τ = 0.5 at step 0
+    for t, b, o in zip(m.target_backbone.parameters(), target_before, online):
+        assert torch.allclose(t, 0.5 * b + 0.5 * o, atol=1e-6)
+
+
+def test_barlow_twins_mean_reduction_is_lambda_one_over_d_minus_one_and_logs_output_std():
+    from sslbook.losses import barlow_twins
+
+    z1, z2 = torch.randn(16, 9), torch.randn(16, 9)
+    assert torch.allclose(barlow_twins(z1, z2, reduction="mean"), barlow_twins(z1, z2, lambd=1 / 8), atol=1e-6)
+    m = make("barlow_twins", proj_dim=16, blur_p=(0.0, 0.0))
+    assert "z_std" in m(m.make_views(torch.rand(8, 3, 16, 16), None), None)
+
+
+def test_chapter_8_exercise_checkers_accept_the_answer_and_refuse_wrong_ones():
+    import torch.nn.functional as F
+
+    from sslbook.exercises import check_barlow_twins_loss, check_byol_loss, check_output_std
+    from sslbook.losses import barlow_twins
+
+    def byol_loss(p, z):
+        return (F.normalize(p, dim=1) - F.normalize(z.detach(), dim=1)).pow(2).sum(1).mean()
+
+    assert check_byol_loss(byol_loss)
+    assert not check_byol_loss(lambda p, z: (F.normalize(p, dim=1) - F.normalize(z, dim=1)).pow(2).sum(1).mean())  # no stop-gradient
+    assert not check_byol_loss(lambda p, z: (p - z.detach()).pow(2).sum(1).mean())  # not normalised
+    assert check_barlow_twins_loss(lambda a, b, lambd: barlow_twins(a, b, lambd))
+    assert not check_barlow_twins_loss(lambda a, b, lambd: barlow_twins(a, b, lambd, "mean"))
+    assert not check_barlow_twins_loss(lambda a, b, lambd: ((a.T @ b / len(a)) - torch.eye(a.shape[1])).pow(2).sum())  # not standardised
+    assert check_output_std(lambda z: F.normalize(z, dim=1).std(0).mean())
+    assert not check_output_std(lambda z: z.std(0).mean())  # not normalised
+    assert not check_output_std(lambda z: F.normalize(z, dim=1).std(1).mean())  # std over the wrong axis
+
+    def todo(*a):
+        raise NotImplementedError
+
+    assert not check_byol_loss(todo) and not check_barlow_twins_loss(todo) and not check_output_std(todo)

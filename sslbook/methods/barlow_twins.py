@@ -8,10 +8,14 @@ the identity."
     loss   = barlow_twins(z1, z2, λ)    # Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij²
 
 ``reduction="mean"`` replaces the sums by means (the seed article's variant: λ becomes 1/(D − 1)).
+
+``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
+(default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import barlow_twins
@@ -23,7 +27,8 @@ class BarlowTwins(Method):
     name = "barlow_twins"
 
     def __init__(self, backbone, info, image_size, proj_dim=8192, lambd=5e-3, reduction="sum",
-                 blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0)):
+                 blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0),
+                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2):
         super().__init__(backbone, info, image_size)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -35,7 +40,8 @@ class BarlowTwins(Method):
         self.projector = head([(d, proj_dim, True, True), (proj_dim, proj_dim, True, True), (proj_dim, proj_dim, False, False)])
         self.lambd, self.reduction = lambd, reduction
         self.recipes = [
-            ViewRecipe(size=image_size, scale=tuple(crop_scale), blur_p=blur_p[i], solarize_p=solarize_p[i])
+            ViewRecipe(size=image_size, scale=tuple(crop_scale), blur_p=blur_p[i], solarize_p=solarize_p[i],
+                       jitter=tuple(jitter), gray_p=gray_p)
             for i in range(2)
         ]
 
@@ -48,4 +54,6 @@ class BarlowTwins(Method):
         if v1.shape != v2.shape:
             raise ValueError(f"Barlow Twins' two views must have the same shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
         z1, z2 = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)  # N×D each
-        return {"loss": barlow_twins(z1, z2, self.lambd, self.reduction)}
+        # z_std: the collapse monitor the other methods of chapter 8 log (≈ 1/√D healthy, 0 collapsed)
+        return {"loss": barlow_twins(z1, z2, self.lambd, self.reduction),
+                "z_std": F.normalize(z1.detach().float(), dim=1).std(0).mean()}

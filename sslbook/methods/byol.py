@@ -10,10 +10,11 @@ target network with a slow-moving average of the online network."
 
 τ follows a cosine from ``base_momentum`` to 1 over training (the paper: 0.996 → 1).
 No negatives: what prevents collapse is the predictor and the slowly moving target.
+
+``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
+(default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from sslbook.augment import ViewRecipe
 from sslbook.losses import negative_cosine
 from sslbook.methods.base import Method
+from sslbook.methods.momentum import cosine_momentum
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
 
@@ -29,7 +31,8 @@ class BYOL(Method):
     name = "byol"
 
     def __init__(self, backbone, info, image_size, proj_dim=256, hidden_dim=4096, base_momentum=0.996,
-                 blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0)):
+                 blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0),
+                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2):
         super().__init__(backbone, info, image_size)
         if not 0.0 <= base_momentum <= 1.0:
             raise ValueError(f"base_momentum must be in [0, 1], got {base_momentum}")
@@ -45,7 +48,8 @@ class BYOL(Method):
         # The paper's two asymmetric views: blur always in the first, rarely in the second; solarise only
         # in the second. At 32 px the recipes set blur_p to 0.
         self.recipes = [
-            ViewRecipe(size=image_size, scale=tuple(crop_scale), blur_p=blur_p[i], solarize_p=solarize_p[i])
+            ViewRecipe(size=image_size, scale=tuple(crop_scale), blur_p=blur_p[i], solarize_p=solarize_p[i],
+                       jitter=tuple(jitter), gray_p=gray_p)
             for i in range(2)
         ]
 
@@ -66,8 +70,8 @@ class BYOL(Method):
         return {"loss": loss, "z_std": F.normalize(z1.float(), dim=1).std(0).mean()}
 
     def on_step_end(self, step, total_steps):
-        # τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2, i.e. a cosine from τ_base to 1
-        self.momentum = 1 - (1 - self.base_momentum) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+        # τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2, i.e. a cosine from τ_base to 1 (shared with MoCo v3)
+        self.momentum = cosine_momentum(step, total_steps, self.base_momentum)
         ema_update_(self.target_backbone, self.backbone, self.momentum)
         ema_update_(self.target_projector, self.projector, self.momentum)
         return {"momentum": self.momentum}

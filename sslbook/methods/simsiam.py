@@ -10,6 +10,9 @@ No negatives and no momentum encoder. The switches ``predictor`` and ``stop_grad
 ingredient so a chapter can show the collapse (the std of the normalised outputs goes to 0), and
 ``predictor_fixed_lr`` keeps the predictor's learning rate at its peak instead of decaying it, as the
 paper does.
+
+``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
+(default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ class SimSiam(Method):
     name = "simsiam"
 
     def __init__(self, backbone, info, image_size, proj_dim=2048, pred_hidden=512, predictor=True,
-                 stop_gradient=True, predictor_fixed_lr=True, crop_scale=(0.2, 1.0)):
+                 stop_gradient=True, predictor_fixed_lr=True, crop_scale=(0.2, 1.0),
+                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2):
         super().__init__(backbone, info, image_size)
         d = backbone.out_dim
         # CIFAR: "the projection MLP has 2 layers", BN on every layer including the output
@@ -39,7 +43,7 @@ class SimSiam(Method):
             for p in self.predictor.parameters():
                 p.fixed_lr = True  # read by sslbook.optim.param_groups
         self.stop_gradient = stop_gradient
-        self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale))
+        self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale), jitter=tuple(jitter), gray_p=gray_p)
 
     @torch.no_grad()
     def make_views(self, images, labels):
