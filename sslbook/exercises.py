@@ -387,6 +387,11 @@ def check_cosine_momentum(fn) -> bool:
     return _report("momentum schedule", True, "matches sslbook.methods.momentum.cosine_momentum")
 
 
+# ----------------------------------------------------------------------------------------------
+# Chapter 10: every method side by side
+# ----------------------------------------------------------------------------------------------
+
+
 def check_rank_correlation(fn, trials: int = 6) -> bool:
     """Exercise 10.1: ``fn(x, y) -> float``: Spearman's rank correlation of two lists, ties given
     their average rank, as :func:`sslbook.evaluation.rank_correlation`."""
@@ -482,6 +487,8 @@ def check_dino_loss(fn, trials: int = 3) -> bool:
     return _report("DINO loss", True, "matches sslbook.losses.dino (2 to 6 views, two temperature pairs)")
 
 
+# ----------------------------------------------------------------------------------------------
+# Chapter 8: without negatives (BYOL, SimSiam, Barlow Twins)
 # ----------------------------------------------------------------------------------------------
 
 
