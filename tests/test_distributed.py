@@ -109,6 +109,15 @@ def test_conversions_leave_keep_local_bn_modules_alone():
     assert byol.target_backbone.state_dict().keys() == before.keys()
 
 
+def test_full_recipes_ask_for_global_bn_where_the_paper_does():
+    from sslbook.config import resolve
+
+    for name in ("simclr", "byol", "simsiam", "barlow_twins", "moco_v3"):  # global / synchronised BN in the paper or its code
+        assert resolve(name, "full").sync_bn, name
+    for name in ("moco_v1", "moco_v2", "supervised"):  # MoCo v1/v2: per-GPU BN, keys shuffled across GPUs
+        assert not resolve(name, "full").sync_bn, name
+
+
 def test_torchrun_two_processes(tmp_path, shapes_root):
     _torchrun("dist_worker.py", tmp_path, shapes_root)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
