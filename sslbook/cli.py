@@ -7,7 +7,9 @@
 
 ``train`` prints, as its last line, one JSON object with the method, epochs and the metrics
 (``knn_top1``, ``linear_top1``: fractions in [0, 1]). ``--epochs 0`` evaluates the untrained backbone,
-the random-init baseline. Under ``torchrun --nproc_per_node=K`` the same command trains with DDP.
+the random-init baseline. Under ``torchrun --nproc_per_node=K`` the same command trains with DDP:
+``--batch-size B`` is the global batch (B/K images per process, B a multiple of K) and the learning rate
+is ``--lr`` × B / 256 whatever K is.
 """
 from __future__ import annotations
 
@@ -33,8 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="let torchvision fetch CIFAR/STL-10 into the data folder")
     t.add_argument("--preset", choices=sorted(PRESETS), help="tiny (CPU, minutes) or full (paper scale); default $SSLBOOK_PRESET or tiny")
     t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
-    t.add_argument("--lr", type=float, dest="base_lr", help="base learning rate for batch 256 (scaled linearly)")
+    t.add_argument("--batch-size", type=int,
+                   help="the global batch B of one step over all processes: under torchrun --nproc_per_node=K each "
+                        "process takes B/K images (B must be a multiple of K)")
+    t.add_argument("--lr", type=float, dest="base_lr",
+                   help="base learning rate for a batch of 256: the run uses lr = base_lr x B / 256 with the global B")
     t.add_argument("--backbone")
     t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     t.add_argument("--workers", type=int, dest="num_workers")

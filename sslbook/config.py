@@ -10,6 +10,12 @@ read by :func:`current_preset`. ``SSLBOOK_PRESET=full make book`` runs every cha
 
 A **recipe** is what one method changes on top of a preset (optimiser, learning rate, epochs, method
 arguments), with the source of each number. :func:`resolve` merges preset → recipe → your overrides.
+
+**Batch size and learning rate.** ``batch_size`` is always the *global* batch B, the images of one
+optimiser step over all processes: under ``torchrun --nproc_per_node=K`` each process takes B/K (B must be
+a multiple of K), on one process all B. Recipes give ``base_lr``, the rate for a batch of 256; the trainer
+uses lr = base_lr × B / 256 (the linear scaling rule, Goyal et al. 2017), so a recipe trains the same on
+one GPU or eight. ``sync_bn`` asks for BatchNorm over the global batch where the method's paper does.
 """
 from __future__ import annotations
 
@@ -36,9 +42,9 @@ class TrainConfig:
     backbone: str = "convnet"
     image_size: int = 32
     epochs: int = 10
-    batch_size: int = 256  # global batch: split over processes under torchrun
+    batch_size: int = 256  # the GLOBAL batch B: under torchrun --nproc_per_node=K each process takes B/K (B % K == 0)
     optimizer: str = "sgd"  # sgd | adamw | lars
-    base_lr: float = 0.1  # lr = base_lr × batch_size / 256 (the linear scaling rule, applied in the trainer)
+    base_lr: float = 0.1  # lr = base_lr × batch_size / 256 with the global batch (the linear scaling rule, in the trainer)
     min_lr_ratio: float = 0.0
     weight_decay: float = 5e-4
     momentum: float = 0.9
@@ -49,6 +55,8 @@ class TrainConfig:
     augment_on: str = "device"  # device: views made on the batch after it reaches the device; loader: in DataLoader workers
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     grad_clip: float | None = None
+    # BatchNorm statistics of the whole global batch under torchrun (SyncBN), for recipes whose paper uses
+    # global/cross-replica BN; False: each process's own B/K (see sslbook.distributed). No effect on one process.
     sync_bn: bool = False
     out: str | None = None  # checkpoint folder; None = no checkpoints
     resume: bool = False
@@ -127,8 +135,10 @@ RECIPES: dict[str, dict[str, dict]] = {
         "tiny": dict(optimizer="adamw", base_lr=0.004, weight_decay=1e-4, epochs=3, batch_size=64, warmup_epochs=0.5,
                      method_kwargs=dict(proj_dim=128, hidden_dim=512, base_momentum=0.99, blur_p=(0.0, 0.0), crop_scale=(0.2, 1.0))),
         # Full: solo-learn's CIFAR BYOL (LARS lr 1.0 × batch/256, wd 1e-5, τ 0.99 → 1, 10 warm-up epochs,
-        # 1000 epochs, projector 4096 → 256); no blur at 32 px.
+        # 1000 epochs, projector 4096 → 256); no blur at 32 px. Global BN: the official code accumulates the BN
+        # statistics across devices (deepmind-research byol/configs/byol.py, bn_config cross_replica_axis).
         "full": dict(optimizer="lars", base_lr=1.0, weight_decay=1e-5, epochs=1000, batch_size=256, warmup_epochs=10,
+                     sync_bn=True,
                      method_kwargs=dict(proj_dim=256, hidden_dim=4096, base_momentum=0.99, blur_p=(0.0, 0.0))),
     },
     "simsiam": {
@@ -142,8 +152,9 @@ RECIPES: dict[str, dict[str, dict]] = {
         "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=64, warmup_epochs=0.5,
                      method_kwargs=dict(proj_dim=512, pred_hidden=128)),
         # Full: the paper's CIFAR-10 setting (Chen & He 2021, App. D): SGD lr 0.03 × batch/256, wd 5e-4,
-        # momentum 0.9, batch 512, 800 epochs, projector 2048 (2 layers), predictor hidden 512.
-        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=5e-4, epochs=800, batch_size=512,
+        # momentum 0.9, batch 512, 800 epochs, projector 2048 (2 layers), predictor hidden 512. BN synchronised
+        # across devices, as in the official code (facebookresearch/simsiam main_simsiam.py, "Apply SyncBN").
+        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=5e-4, epochs=800, batch_size=512, sync_bn=True,
                      method_kwargs=dict(proj_dim=2048, pred_hidden=512)),
     },
     "barlow_twins": {
@@ -154,8 +165,10 @@ RECIPES: dict[str, dict[str, dict]] = {
         "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
                      method_kwargs=dict(proj_dim=1024, lambd=5e-3, blur_p=(0.0, 0.0), crop_scale=(0.2, 1.0))),
         # Full: the paper (Zbontar et al. 2021): LARS, lr 0.2 × batch/256 for weights, wd 1.5e-6, 10 warm-up
-        # epochs, 1000 epochs, projector 3 × 8192, λ = 5e-3; batch 512 for CIFAR; no blur at 32 px.
+        # epochs, 1000 epochs, projector 3 × 8192, λ = 5e-3; batch 512 for CIFAR; no blur at 32 px. SyncBN, as in
+        # the official code (facebookresearch/barlowtwins main.py converts the model with SyncBatchNorm).
         "full": dict(optimizer="lars", base_lr=0.2, weight_decay=1.5e-6, epochs=1000, batch_size=512, warmup_epochs=10,
+                     sync_bn=True,
                      method_kwargs=dict(proj_dim=8192, lambd=5e-3, blur_p=(0.0, 0.0))),
     },
     # Chapter 2: pretext tasks from image transformations.
@@ -208,7 +221,10 @@ RECIPES: dict[str, dict[str, dict]] = {
         # Full: Chen et al. 2020 (SimCLR). Default setting (section 2.3, B.1): LARS, lr = 0.3 × batch/256, weight
         # decay 1e-6, 10 warm-up epochs then cosine decay. CIFAR-10 (appendix B.9): temperature 0.5, colour
         # strength s = 0.5, no blur at 32 px, batch 256–4096 and 100–1000 epochs swept; we take batch 512, 1000 epochs.
+        # Global BN (section 2.3): BN mean and variance aggregated over all devices; with per-device statistics the
+        # positive pairs, computed on one device, leak information that helps the loss but not the representation.
         "full": dict(optimizer="lars", base_lr=0.3, weight_decay=1e-6, epochs=1000, warmup_epochs=10, batch_size=512,
+                     sync_bn=True,
                      method_kwargs=dict(temperature=0.5, jitter_strength=0.5, blur_p=0.0)),
     },
     # Chapter 6: memory banks and momentum encoders. Tiny recipes: SimCLR's tiny recipe (AdamW, batch 128,
@@ -240,7 +256,8 @@ RECIPES: dict[str, dict[str, dict]] = {
         "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
                      method_kwargs=dict(queue_size=1024, momentum=0.99, temperature=0.2)),
         # Full: He et al. 2020, sec. 4: SGD lr 0.03 (batch 256), wd 1e-4, m = 0.999, K = 65536, τ = 0.07,
-        # 200 epochs, 128-d linear head, shuffled BN over 8 GPUs (bn_splits=8 on one).
+        # 200 epochs, 128-d linear head, shuffled BN over 8 GPUs (bn_splits=8 on one). No sync_bn: BN per GPU
+        # is the point of the shuffle (sec. 3.3).
         "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, epochs=200, batch_size=256,
                      method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.07, bn_splits=8)),
     },
@@ -249,7 +266,7 @@ RECIPES: dict[str, dict[str, dict]] = {
         "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
                      method_kwargs=dict(queue_size=1024, momentum=0.99, temperature=0.2, mlp_hidden=512, blur_p=0.0)),
         # Full: Chen et al. 2020 (MoCo v2): SGD lr 0.03 × batch/256, wd 1e-4, m = 0.999, K = 65536, τ = 0.2,
-        # MLP head 2048-d hidden, blur, cosine schedule, 200 epochs (batch 256).
+        # MLP head 2048-d hidden, blur, cosine schedule, 200 epochs (batch 256). Shuffled BN as in v1, no sync_bn.
         "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, epochs=200, batch_size=256,
                      method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.2, mlp_hidden=2048, bn_splits=8)),
     },
@@ -259,9 +276,10 @@ RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=512, dim=128)),
         # Full: Chen, Xie & He 2021, ViT-S recipe: AdamW lr 1.5e-4 × batch/256, wd 0.1, batch 4096, 300 epochs,
         # 40 warm-up epochs, τ = 0.2, m from 0.99 to 1 (cosine), MLPs 4096-d hidden, 256-d output.
-        # (ResNet-50 recipe: LARS lr 0.3 × batch/256 … see the paper's appendix; τ = 1.0.)
+        # (ResNet-50 recipe: LARS lr 0.3 × batch/256 … see the paper's appendix; τ = 1.0.) SyncBN in the MLP heads
+        # (and a ResNet's BN), as in the official code (facebookresearch/moco-v3 main_moco.py, "Apply SyncBN").
         "full": dict(optimizer="adamw", base_lr=1.5e-4, weight_decay=0.1, epochs=300, warmup_epochs=40,
-                     batch_size=4096, backbone="vit_small",
+                     batch_size=4096, backbone="vit_small", sync_bn=True,
                      method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=4096, dim=256)),
     },
 }

@@ -5,6 +5,22 @@ the config, then drives the method through its three hooks (see :mod:`sslbook.me
 the rest once for all: device and bf16 autocast, DistributedDataParallel under ``torchrun``, the
 cosine learning-rate schedule with warm-up, a progress bar, a stop with a clear message on a NaN/Inf
 loss, atomic checkpoints every epoch, exact resumption, and evaluation of the backbone at the end.
+
+Under ``torchrun --nproc_per_node=K`` (see :mod:`sslbook.distributed`):
+
+- ``batch_size`` is the **global** batch B: each process draws B/K images a step (B must be a multiple
+  of K), and the learning rate follows the linear scaling rule with the global batch,
+  lr = base_lr × B / 256, whatever K is.
+- every process's ``DistributedSampler`` shares one seed and is reseeded each epoch (``set_epoch``):
+  the K processes see disjoint shares of one new permutation of the data every epoch.
+- DDP averages the gradients over the processes, so a step on K shares of B/K equals one step on the
+  whole batch when nothing else depends on how the batch is split: losses that need the whole batch
+  gather it (SimCLR's negatives with their gradients, see :mod:`sslbook.losses`), momentum encoders and
+  queues are updated identically everywhere, and BatchNorm is the one thing that differs: per process
+  unless the recipe sets ``sync_bn`` (one process reproduces per-process BN with
+  :func:`sslbook.distributed.split_batchnorm`). ``tests/test_distributed.py`` checks a two-process step
+  of SimCLR, MoCo v2 and BYOL against one process on the concatenated batch.
+- only rank 0 logs (progress bar, messages), evaluates and writes checkpoints.
 """
 from __future__ import annotations
 
@@ -151,7 +167,11 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     main = dist.is_main()
     world = dist.world_size()
     if cfg.batch_size % world:
-        raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {world} processes")
+        raise ValueError(
+            f"the global batch size {cfg.batch_size} (--batch-size) is not divisible by the {world} processes: "
+            f"each process takes batch_size / {world} images a step; choose a multiple of {world}, e.g. "
+            f"{max(world, cfg.batch_size // world * world)}"
+        )
 
     train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
     info = train_set.info
@@ -164,7 +184,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         method = method.to(memory_format=torch.channels_last)
     model = dist.wrap_ddp(method, device, sync_bn=cfg.sync_bn)
 
-    per_process = cfg.batch_size // world
+    per_process = cfg.batch_size // world  # the global batch, split evenly over the processes
     if len(train_set) < cfg.batch_size:
         raise ValueError(f"the training set has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")
     sampler = DistributedSampler(train_set, num_replicas=world, rank=dist.rank(), shuffle=True, seed=cfg.seed, drop_last=True)
@@ -179,7 +199,8 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
-    # The linear scaling rule: lr = base_lr × batch / 256 (Goyal et al. 2017), batch = the global batch.
+    # The linear scaling rule: lr = base_lr × batch / 256 (Goyal et al. 2017), batch = the global batch
+    # (all processes together), so a recipe's rate does not depend on how many processes share it.
     lr = cfg.base_lr * cfg.batch_size / 256
     lr_schedule = cosine_schedule(lr, lr * cfg.min_lr_ratio, total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
     optimizer = build_optimizer(cfg.optimizer, method, lr, cfg.weight_decay, cfg.momentum)
@@ -262,12 +283,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
             pending.append((step, loss.detach().float(), {k: v.detach().float() for k, v in outputs.items() if k != "loss"}))
             if (step + 1) % check_every == 0:
                 _check_finite(pending, epoch, ckpt_path)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
-            optimizer.step()
-            extra = method.on_step_end(step, total_steps)
+            extra = optimizer_step(method, optimizer, loss, step, total_steps, cfg.grad_clip)
             step += 1
             seen += per_process * world
             if step % cfg.log_every == 0:
@@ -298,6 +314,19 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         save(done_epochs)  # again, now with the metrics
     dist.barrier()
     return TrainResult(method, cfg, history, metrics, ckpt_path, train_seconds, step, monitor_log)
+
+
+def optimizer_step(method, optimizer, loss, step: int, total_steps: int, grad_clip: float | None = None) -> dict:
+    """The second half of a training step, after ``outputs = model(views, labels)`` (``model``: the method,
+    or its DDP wrapper under torchrun): backward (where DDP averages the gradients over the processes),
+    optional gradient clipping, the optimiser step, then ``method.on_step_end`` (momentum encoders,
+    queues, schedules). Returns what ``on_step_end`` logs."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
+    optimizer.step()
+    return method.on_step_end(step, total_steps)
 
 
 def _check_finite(pending, epoch, ckpt_path) -> None:

@@ -10,6 +10,13 @@ different steps. Only θq receives gradients. **Shuffled BN** stops the query an
 communicating through batch statistics. Loss: InfoNCE over 1 + K classes with temperature τ (eq. 1).
 
 v1: a linear 128-d head (the backbone's fc), τ = 0.07, m = 0.999, K = 65536.
+
+Under ``torchrun --nproc_per_node=K`` every process encodes its B/K queries with BN over those B/K
+(per-process BN, as in the paper's 8-GPU runs), its share of the shuffled keys likewise, and enqueues
+the keys of all processes in rank order, so every process keeps the same queue. One process reproduces
+that step exactly with ``bn_splits=K`` (the keys) and ``sslbook.distributed.split_batchnorm(method, K)``
+(the queries; the key encoder is ``keep_local_bn`` and stays as it is); ``tests/test_distributed.py``
+checks it. On one process the queries otherwise keep whole-batch BN.
 """
 from __future__ import annotations
 
@@ -42,6 +49,8 @@ class MoCoV1(Method):
         layers = [(d, mlp_hidden, False, True), (mlp_hidden, dim, False, False)] if mlp_hidden else [(d, dim, False, False)]
         self.projector = head(layers)
         self.encoder_k = momentum_copy(nn.Sequential(backbone, self.projector))  # θk ← θq at the start
+        # Its BN stays per process under sync_bn: global statistics would undo the shuffle (see shuffled_bn_forward).
+        self.encoder_k.keep_local_bn = True
         self.queue = KeyQueue(int(queue_size), dim)
         self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale), flip_p=0.5, jitter=tuple(jitter),
                                  jitter_p=jitter_p, gray_p=gray_p, blur_p=blur_p)

@@ -144,16 +144,27 @@ def shuffled_bn_forward(encoder: nn.Module, x: torch.Tensor, splits: int = 1) ->
 
     With BN, a query and its positive key computed in the same batch can "cheat" through the batch
     statistics. MoCo shuffles the key batch across GPUs, so a key's BN statistics come from other
-    images than its query's. Under torchrun we do exactly that (gather, shuffle, encode the local share,
-    unshuffle). On one process the equivalent is to shuffle and encode in ``splits`` sub-batches, each
-    with its own BN statistics (the "split BN" of single-GPU MoCo code). x: B×3×H×W → B×D.
+    images than its query's. Under torchrun we do exactly that: gather every process's keys (in rank
+    order: the global batch), draw a permutation of the global batch on rank 0 (from its torch RNG)
+    and broadcast it, encode this process's slice of the shuffled batch (BN over that slice only),
+    gather the encoded slices, unshuffle, and keep this process's rows. ``splits`` is then ignored:
+    each process is one split. On one process the equivalent is to shuffle and encode in ``splits``
+    sub-batches, each with its own BN statistics (the "split BN" of single-GPU MoCo code); with
+    ``splits`` = K and the same RNG state it draws the same permutation as rank 0 of a K-process run
+    and gives the same keys. x: B×3×H×W → B×D.
+
+    ``encoder`` must keep per-process BN (MoCo marks its key encoder ``keep_local_bn``, so ``sync_bn``
+    does not turn it into a global BN that would undo the shuffle).
     """
     world = dist.world_size()
     if world > 1:
         b = x.shape[0]
-        xs = dist.all_gather(x)  # (world·b)×…
-        perm = torch.randperm(xs.shape[0], device=x.device)
-        torch.distributed.broadcast(perm, src=0)
+        xs = dist.all_gather(x)  # (world·b)×…: the global batch, process 0's rows first
+        if dist.rank() == 0:
+            perm = torch.randperm(xs.shape[0], device=x.device)
+        else:
+            perm = torch.empty(xs.shape[0], dtype=torch.long, device=x.device)
+        torch.distributed.broadcast(perm, src=0)  # one permutation for every process
         mine = perm.view(world, -1)[dist.rank()]
         keys = dist.all_gather(encoder(xs[mine]))  # keys of perm order
         unshuffle = torch.argsort(perm)
