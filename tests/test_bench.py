@@ -1,7 +1,9 @@
 """Full-scale speed machinery: the device data path, torch.compile, LARS on foreach ops, the bench command
 and the peer comparison (CI-sized: tiny backbone, batch and step counts on the CPU; no speed is asserted)."""
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,6 +46,9 @@ def test_device_batches_equal_the_dataloader_path(world, with_index):
                 for x, y in zip(batch_a, batch_b):
                     assert x.dtype == y.dtype and torch.equal(x, y)
         assert not torch.equal(a[0][0][0], a[1][0][0])  # a new epoch is shuffled anew
+        if torch.cuda.is_available():  # on a GPU machine: the images on the GPU, the same batches
+            on_gpu = _epochs(build_batches(cfg, data, torch.device("cuda"), rank, world, path="device"))
+            assert all(torch.equal(x.cpu(), y) for ea, eb in zip(on_gpu, b) for ba, bb in zip(ea, eb) for x, y in zip(ba, bb))
     if world == 2:  # the two processes see disjoint images
         first = [build_batches(cfg, WithIndex(random_dataset(203, 8, 3)), CPU, r, 2, path="device") for r in (0, 1)]
         seen = [torch.cat([b[2] for b in batches]) for batches in first]
@@ -55,7 +60,9 @@ def _params(module):
 
 
 @pytest.mark.parametrize("method", ["simclr", "instdisc"])
-def test_training_on_either_data_path_gives_the_same_weights(small, method):
+def test_training_on_either_data_path_gives_the_same_weights(small, method, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # on a GPU machine: bitwise-repeatable kernels
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     kw = dict(small, epochs=2, batch_size=32, eval_protocols=("knn",))
     extra = dict(method_kwargs=dict(bank_size=256, num_negatives=64)) if method == "instdisc" else {}  # a method with indices
     on_device = train(method, data_on="device", **kw, **extra)
@@ -185,10 +192,15 @@ def test_cli_bench_prints_a_table_and_a_json_line(capsys):
     r = json.loads(out[-1])
     table = "\n".join(out[:-1])
     assert hardware() in table and "images / s" in table and "MFU" in table
-    assert r["method"] == "simclr" and r["steps"] == 2 and r["batch_size"] == 32 and r["data_path"] == "loader"
+    assert r["method"] == "simclr" and r["steps"] == 2 and r["batch_size"] == 32
     assert _finite_positive(r["images_per_s"], r["seconds_per_epoch"], r["flops_per_step"], r["achieved_tflops"], r["step_ms"])
     assert r["seconds_per_epoch"] == pytest.approx(50000 / r["images_per_s"])
-    assert r["mfu"] is None and r["peak_memory_gib"] is None  # the CPU: no peak to compare with, no GPU memory
+    if torch.cuda.is_available():  # auto: 96 small images fit on the GPU; bf16 autocast; memory measured
+        assert r["data_path"] == "device" and r["amp"] and _finite_positive(r["peak_memory_gib"])
+        assert r["mfu"] is None or 0 < r["mfu"] < 1
+    else:  # the CPU: the DataLoader, no peak to compare with, no GPU memory
+        assert r["data_path"] == "loader" and r["mfu"] is None and r["peak_memory_gib"] is None
+        assert "n/a" in table
     assert math.isfinite(r["final_loss"])
 
 
@@ -203,3 +215,34 @@ def test_bench_on_the_device_path_counts_the_flops_of_a_step():
     assert r["flops_per_step"] > 3 * 2 * 16 * 128 * 10
     with pytest.raises(ValueError, match="steps >= 1"):
         bench("supervised", "tiny", steps=0, data="random", images=32, verbose=False)
+
+
+def _peer_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_lightly.py"
+    spec = importlib.util.spec_from_file_location("peer_lightly", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peer_comparison_runs_both_pipelines(capsys):
+    peer = _peer_module()
+    r = peer.main(["--method", "simclr", "--backbone", "convnet_small", "--batch-size", "16", "--steps", "2",
+                   "--warmup", "1", "--data", "random", "--images", "48", "--workers", "0"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1])["rows"][0]["method"] == "simclr"
+    assert hardware() in "\n".join(out) and "random uint8 images" in "\n".join(out)
+    (row,) = r["rows"]
+    assert r["peer"].startswith("lightly ")
+    assert _finite_positive(row["sslbook_images_per_s"], row["peer_images_per_s"], row["ratio"])
+    assert row["ratio"] == pytest.approx(row["sslbook_images_per_s"] / row["peer_images_per_s"])
+    assert math.isfinite(row["peer"]["final_loss"]) and math.isfinite(row["sslbook"]["final_loss"])
+
+
+def test_the_package_never_imports_the_peer_library():
+    package = Path(__file__).resolve().parents[1] / "sslbook"
+    files = list(package.rglob("*.py"))
+    assert len(files) > 20
+    offenders = [str(f) for f in files if any(line.strip().startswith(("import lightly", "from lightly"))
+                                              for line in f.read_text().splitlines())]
+    assert offenders == []
