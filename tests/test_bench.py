@@ -246,3 +246,24 @@ def test_the_package_never_imports_the_peer_library():
     offenders = [str(f) for f in files if any(line.strip().startswith(("import lightly", "from lightly"))
                                               for line in f.read_text().splitlines())]
     assert offenders == []
+
+
+def test_cli_train_takes_the_speed_options(monkeypatch):
+    import sslbook.trainer as trainer
+    from sslbook.cli import _parser, main
+
+    args = _parser().parse_args(["train", "simclr", "--compile", "--data-on", "device"])
+    assert args.compile is True and args.data_on == "device"
+    plain = _parser().parse_args(["train", "simclr"])
+    assert plain.compile is None and plain.data_on is None  # absent: the recipe's values stay
+    seen = {}
+
+    def fake_run(cfg, callbacks=()):
+        seen["cfg"] = cfg
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(trainer, "run", fake_run)
+    assert main(["train", "simclr", "--compile", "--data-on", "loader"]) == 2  # the ValueError, reported cleanly
+    assert seen["cfg"].compile is True and seen["cfg"].data_on == "loader"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "simclr", "--data-on", "gpu"])
