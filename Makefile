@@ -1,6 +1,6 @@
 # sslbook: two commands do all the set-up on a fresh machine (Python 3.11, no GPU needed).
 #   make book   create .venv, install sslbook, execute every chapter at the tiny preset, build _build/html
-#   make test   the unit tests and nbval on every chapter
+#   make test   the unit tests (with the CI-sized peer comparison: the bench extra) and nbval on every chapter
 #   make lab    JupyterLab on chapters/
 # SSLBOOK_PRESET=full make book runs every chapter at full scale (GPUs; real data sets under data/).
 
@@ -18,7 +18,7 @@ all: test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[book]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[book,bench]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sslbook)" >/dev/null
 	@touch $@
 

@@ -1,15 +1,20 @@
-"""Command line: ``python -m sslbook {list,train,eval}``.
+"""Command line: ``python -m sslbook {list,train,eval,bench}``.
 
     python -m sslbook list
     python -m sslbook train METHOD [--data NAME|folder:PATH] [--preset tiny|full] [--epochs N]
-                                   [--batch-size B] [--max-steps N] [--out DIR] [--resume]
+                                   [--batch-size B] [--max-steps N] [--out DIR] [--resume] [--compile]
+                                   [--data-on auto|device|loader]
     python -m sslbook eval CHECKPOINT [--data NAME] [--protocol knn|linear|kmeans|finetune]
+    python -m sslbook bench METHOD [--preset P] [--steps N] [--batch-size B] [--backbone NAME]
+                                   [--data NAME|random] [--warmup W] [--compile] [--data-on auto|device|loader]
 
 ``train`` prints, as its last line, one JSON object with the method, epochs and the metrics
 (``knn_top1``, ``linear_top1``: fractions in [0, 1]). ``--epochs 0`` evaluates the untrained backbone,
 the random-init baseline. Under ``torchrun --nproc_per_node=K`` the same command trains with DDP:
 ``--batch-size B`` is the global batch (B/K images per process, B a multiple of K) and the learning rate
 is ``--lr`` × B / 256 whatever K is.
+``bench`` prints a table of the training step's speed (images/s, seconds per 50,000-image epoch, peak GPU
+memory, FLOPs, MFU) with the hardware, and as its last line one JSON object with every figure.
 """
 from __future__ import annotations
 
@@ -48,8 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="checkpoint folder (last.pt is written atomically every epoch)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the backbone, heads and momentum copies")
+    t.add_argument("--data-on", choices=["auto", "device", "loader"],
+                   help="batches drawn on the device from images held there, or by a DataLoader (default auto)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a method argument, e.g. --set temperature=0.2 (value parsed as JSON when it can be)")
+
+    b = sub.add_parser("bench", help="images/s, FLOPs and memory of a method's training step; a JSON line last")
+    b.add_argument("method", help=f"one of: {', '.join(list_methods())}")
+    b.add_argument("--preset", choices=sorted(PRESETS), help="default $SSLBOOK_PRESET or tiny")
+    b.add_argument("--steps", type=int, default=50, help="timed steps (default 50)")
+    b.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
+    b.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    b.add_argument("--backbone")
+    b.add_argument("--data", help="a data set name as for train, or random: random uint8 images of the image size")
+    b.add_argument("--images", type=int, default=50000, help="--data random: how many images (default 50000, CIFAR's)")
+    b.add_argument("--compile", action="store_true", help="torch.compile the backbone, heads and momentum copies")
+    b.add_argument("--data-on", choices=["auto", "device", "loader"])
+    b.add_argument("--workers", type=int, dest="num_workers", help="DataLoader workers on the loader path")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint's backbone")
     e.add_argument("checkpoint")
@@ -84,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "train":
             return _train(args)
+        if args.command == "bench":
+            return _bench(args)
         return _eval(args)
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -96,7 +119,7 @@ def _train(args) -> int:
     from sslbook.trainer import run
 
     overrides = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "base_lr", "backbone", "max_steps",
-                                                "num_workers", "seed", "grad_clip", "out", "progress")}
+                                                "num_workers", "seed", "grad_clip", "out", "progress", "compile", "data_on")}
     cfg = resolve(args.method, args.preset, resume=args.resume or None, method_kwargs=_parse_set(args.set), **overrides)
     if args.download:
         from sslbook.data import load_dataset
@@ -109,6 +132,19 @@ def _train(args) -> int:
         print(json.dumps({"method": cfg.method, "preset": cfg.preset, "data": cfg.data, "backbone": cfg.backbone,
                           "epochs": cfg.epochs, "steps": len(result.history) and result.history[-1]["step"],
                           "checkpoint": str(result.checkpoint) if result.checkpoint else None, **result.metrics}))
+    dist.cleanup()
+    return 0
+
+
+def _bench(args) -> int:
+    from sslbook import distributed as dist
+    from sslbook.benchmarks import bench
+
+    result = bench(args.method, args.preset, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
+                   backbone=args.backbone, data=args.data, compile=args.compile, data_on=args.data_on,
+                   images=args.images, num_workers=args.num_workers)
+    if dist.is_main():
+        print(json.dumps(result))
     dist.cleanup()
     return 0
 

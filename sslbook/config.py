@@ -53,6 +53,12 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     augment_on: str = "device"  # device: views made on the batch after it reaches the device; loader: in DataLoader workers
+    # where batches come from. device: the uint8 images copied once to the device and drawn there by index
+    # (sslbook.data.device.DeviceBatches; in-memory data sets and augment_on="device" only); loader: a
+    # DataLoader with num_workers workers and pinned memory; auto: device on CUDA when the images take at
+    # most a quarter of the free GPU memory, else loader. Both give the same batches in the same order.
+    data_on: str = "auto"
+    compile: bool = False  # torch.compile the method's sub-networks (backbone, heads, momentum copies)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     grad_clip: float | None = None
     # BatchNorm statistics of the whole global batch under torchrun (SyncBN), for recipes whose paper uses

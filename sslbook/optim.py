@@ -37,21 +37,33 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One step for each group, with ``torch._foreach_*`` operations over the group's parameters (a few
+        fused kernels per group instead of several per parameter). Per weight w with gradient g:
+        d = g + λw; d ← d · η‖w‖/‖d‖ (when both norms are > 0, and not for ``lars_exclude`` groups);
+        buf ← momentum · buf + d (buf = d at the first step); w ← w − lr · buf."""
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad.clone()
-                if not group["lars_exclude"]:
-                    w_norm, d_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
-                    trust = torch.where((w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, torch.ones_like(w_norm))
-                    d.mul_(trust)
-                buf = self.state[p].get("momentum_buffer")
-                if buf is None:
-                    buf = self.state[p]["momentum_buffer"] = d
-                else:
-                    buf.mul_(group["momentum"]).add_(d)
-                p.add_(buf, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            # d = ∇w + λw (a new tensor: the gradients are left as they are)
+            d = torch._foreach_add(grads, params, alpha=group["weight_decay"]) if group["weight_decay"] else [g.clone() for g in grads]
+            if not group["lars_exclude"]:
+                w_norm, d_norm = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(d))
+                trust = torch.where((w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, torch.ones_like(w_norm))
+                torch._foreach_mul_(d, list(trust.unbind()))
+            bufs, new_d = [], []
+            for p, dp in zip(params, d):
+                state = self.state[p]
+                if "momentum_buffer" in state:
+                    bufs.append(state["momentum_buffer"])
+                    new_d.append(dp)
+                else:  # the first step: the buffer starts as d
+                    state["momentum_buffer"] = dp
+            if bufs:
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, new_d)
+            torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-group["lr"])
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9, betas=None):

@@ -21,6 +21,10 @@ Under ``torchrun --nproc_per_node=K`` (see :mod:`sslbook.distributed`):
   :func:`sslbook.distributed.split_batchnorm`). ``tests/test_distributed.py`` checks a two-process step
   of SimCLR, MoCo v2 and BYOL against one process on the concatenated batch.
 - only rank 0 logs (progress bar, messages), evaluates and writes checkpoints.
+
+The pieces are separate functions so that the speed benchmark (``python -m sslbook bench``) times the
+very same work: :func:`setup` (data, method, DDP, optimiser, batches, schedule) and :func:`train_step`
+(one optimiser step); :func:`run` adds epochs, checkpoints, resumption and evaluation around them.
 """
 from __future__ import annotations
 
@@ -39,7 +43,8 @@ from sslbook import checkpoint as ckpt_io
 from sslbook import distributed as dist
 from sslbook.augment import to_float
 from sslbook.config import TrainConfig, resolve
-from sslbook.data.base import DataInfo
+from sslbook.data.base import DataInfo, TensorImageDataset
+from sslbook.data.device import DeviceBatches
 from sslbook.data.indexed import WithIndex
 from sslbook.data.registry import load_dataset, pretrain_split
 from sslbook.methods import get_method
@@ -162,18 +167,127 @@ def train(method: str, preset: str | None = None, callbacks=(), **overrides) -> 
     return run(resolve(method, preset, **overrides), callbacks=callbacks)
 
 
-def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
+DATA_ON = ("auto", "device", "loader")
+# data_on="auto" copies the images to the GPU when they take at most this fraction of its free memory
+# (the rest is for the model, the optimiser state and the activations of the views).
+DEVICE_DATA_FRACTION = 0.25
+
+
+def _in_memory(train_set):
+    """The in-memory data set behind ``train_set`` (through ``WithIndex``), or None."""
+    base = train_set.dataset if isinstance(train_set, WithIndex) else train_set
+    return base if isinstance(base, TensorImageDataset) else None
+
+
+def choose_data_path(cfg: TrainConfig, train_set, device: torch.device) -> str:
+    """``"device"`` (:class:`~sslbook.data.device.DeviceBatches`) or ``"loader"`` (a DataLoader), per ``cfg.data_on``."""
+    if cfg.data_on not in DATA_ON:
+        raise ValueError(f"data_on must be one of {', '.join(DATA_ON)}, got {cfg.data_on!r}")
+    base = _in_memory(train_set)
+    if cfg.data_on == "loader":
+        return "loader"
+    if cfg.data_on == "device":
+        if base is None:
+            raise ValueError(
+                f"data_on='device' needs a data set held in memory (shapes, CIFAR, STL-10); {cfg.data!r} is read "
+                f"from image files ({type(train_set).__name__}): use data_on='loader' or 'auto'"
+            )
+        if cfg.augment_on != "device":
+            raise ValueError("data_on='device' makes the views on the device: it needs augment_on='device', not "
+                             f"{cfg.augment_on!r} (views made in DataLoader workers need data_on='loader')")
+        return "device"
+    if device.type != "cuda" or base is None or cfg.augment_on != "device":
+        return "loader"
+    nbytes = base.images.numel() * base.images.element_size() + base.labels.numel() * base.labels.element_size()
+    free, _ = torch.cuda.mem_get_info(device)
+    return "device" if nbytes <= DEVICE_DATA_FRACTION * free else "loader"
+
+
+def build_batches(cfg: TrainConfig, train_set, device: torch.device, rank: int = 0, world: int = 1, method=None,
+                  path: str | None = None):
+    """This process's batches: ``(images, labels[, indices])`` per step, reshuffled by :func:`set_epoch`.
+
+    Both paths give the same batches in the same order: DistributedSampler(shuffle, seed=cfg.seed,
+    drop_last) then batches of ``cfg.batch_size // world`` with the last incomplete one dropped.
+    ``method`` is needed only for ``augment_on="loader"`` (its ``make_views`` runs in the workers).
+    """
+    per_process = cfg.batch_size // world
+    path = path or choose_data_path(cfg, train_set, device)
+    if path == "device":
+        base = _in_memory(train_set)
+        return DeviceBatches(base.images.to(device), base.labels.to(device), per_process, rank=rank, world=world,
+                             seed=cfg.seed, with_indices=isinstance(train_set, WithIndex))
+    if cfg.augment_on == "loader" and method is None:
+        raise ValueError("augment_on='loader' makes the views in DataLoader workers: build_batches needs the method")
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    workers = cfg.num_workers
+    return DataLoader(
+        train_set, batch_size=per_process, sampler=sampler, drop_last=True,
+        num_workers=workers, pin_memory=device.type == "cuda",
+        # workers live across epochs (no start-up cost per epoch), each keeping two batches ready
+        persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None,
+        collate_fn=_ViewCollate(method) if cfg.augment_on == "loader" else None,
+    )
+
+
+def set_epoch(batches, epoch: int) -> None:
+    """Reshuffle ``batches`` (from :func:`build_batches`) for ``epoch``."""
+    (batches if isinstance(batches, DeviceBatches) else batches.sampler).set_epoch(epoch)
+
+
+# The torch.compile backend of ``compile=True``; tests switch it to "aot_eager" (no code generation).
+COMPILE_BACKEND = "inductor"
+
+
+def compile_method(method: torch.nn.Module, backend: str | None = None) -> torch.nn.Module:
+    """Compile, in place, each sub-network of ``method`` that has parameters (its backbone, heads and momentum
+    copies): ``nn.Module.compile`` keeps the module and its ``state_dict`` keys, so checkpoints, DDP, EMA
+    updates and the method's own Python (losses, queues, dicts of outputs) are untouched and run eagerly."""
+    for child in method.children():
+        if next(child.parameters(), None) is not None:
+            child.compile(backend=backend or COMPILE_BACKEND)
+    return method
+
+
+@dataclass
+class TrainSetup:
+    """Everything one training step needs, built once by :func:`setup`."""
+
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    train_set: object
+    info: DataInfo
+    method: torch.nn.Module  # the method itself; ``model`` is it, or its DDP wrapper under torchrun
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: object  # a DataLoader or a DeviceBatches
+    data_path: str  # "loader" or "device"
+    steps_per_epoch: int
+    total_steps: int
+    lr: float  # the peak learning rate (after the linear scaling rule)
+    lr_schedule: torch.Tensor
+    needs_indices: bool
+    use_amp: bool
+    check_every: int  # the losses are checked for NaN/Inf every this many steps (one device sync)
+
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch(self.batches, epoch)
+
+
+def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
+    """Build the run's data set (or use ``train_set``), method, DDP wrapper, batches, schedule and optimiser."""
     device = dist.init()
-    main = dist.is_main()
-    world = dist.world_size()
+    world, rank = dist.world_size(), dist.rank()
     if cfg.batch_size % world:
         raise ValueError(
             f"the global batch size {cfg.batch_size} (--batch-size) is not divisible by the {world} processes: "
             f"each process takes batch_size / {world} images a step; choose a multiple of {world}, e.g. "
             f"{max(world, cfg.batch_size // world * world)}"
         )
-
-    train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
+    if train_set is None:
+        train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
     info = train_set.info
     method = build_method(cfg, info).to(device)
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
@@ -183,18 +297,14 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     if device.type == "cuda" and cfg.backbone.startswith("resnet"):
         method = method.to(memory_format=torch.channels_last)
     model = dist.wrap_ddp(method, device, sync_bn=cfg.sync_bn)
+    if cfg.compile:
+        compile_method(method)
 
-    per_process = cfg.batch_size // world  # the global batch, split evenly over the processes
     if len(train_set) < cfg.batch_size:
         raise ValueError(f"the training set has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=dist.rank(), shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(
-        train_set, batch_size=per_process, sampler=sampler, drop_last=True,
-        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
-        collate_fn=_ViewCollate(method) if cfg.augment_on == "loader" else None,
-    )
-    steps_per_epoch = len(loader)
+    path = choose_data_path(cfg, train_set, device)
+    batches = build_batches(cfg, train_set, device, rank, world, method=method, path=path)
+    steps_per_epoch = len(batches)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
@@ -204,13 +314,73 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     lr = cfg.base_lr * cfg.batch_size / 256
     lr_schedule = cosine_schedule(lr, lr * cfg.min_lr_ratio, total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
     optimizer = build_optimizer(cfg.optimizer, method, lr, cfg.weight_decay, cfg.momentum)
+    return TrainSetup(cfg, device, rank, world, train_set, info, method, model, optimizer, batches, path,
+                      steps_per_epoch, total_steps, lr, lr_schedule, needs_indices,
+                      use_amp=cfg.amp and device.type == "cuda",
+                      check_every=1 if device.type == "cpu" else max(1, cfg.log_every))
+
+
+class StepLog:
+    """The losses of the steps: kept on the device, checked for NaN/Inf every ``check_every`` steps and
+    turned into logged floats (``history``) every ``log_every`` steps, one device sync each time."""
+
+    def __init__(self, lr_schedule, check_every: int, log_every: int, ckpt_path=None, history: list | None = None):
+        self.lr_schedule, self.check_every, self.log_every, self.ckpt_path = lr_schedule, check_every, log_every, ckpt_path
+        self.history = history if history is not None else []
+        self.pending: list[tuple[int, torch.Tensor, dict]] = []
+
+    def record(self, step: int, epoch: int, outputs: dict) -> None:
+        """After the forward of ``step`` (0-based): keep its outputs; stop on a non-finite loss."""
+        self.pending.append((step, outputs["loss"].detach().float(),
+                             {k: v.detach().float() for k, v in outputs.items() if k != "loss"}))
+        if (step + 1) % self.check_every == 0:
+            _check_finite(self.pending, epoch, self.ckpt_path)
+
+    def step_done(self, steps: int, epoch: int, extra: dict) -> bool:
+        """After ``steps`` optimiser steps: log them if it is time; True if it logged."""
+        if steps % self.log_every:
+            return False
+        self.history.extend(_flush(self.pending, epoch, self.lr_schedule, extra, check_ckpt=self.ckpt_path))
+        return True
+
+    def end_epoch(self, epoch: int) -> None:
+        if self.pending:
+            self.history.extend(_flush(self.pending, epoch, self.lr_schedule, {}, check_ckpt=self.ckpt_path))
+
+
+def train_step(s: TrainSetup, batch, step: int, epoch: int, log: StepLog) -> dict:
+    """One optimiser step, as every run takes it: the scheduled learning rate, the views, the forward under
+    bf16 autocast (CUDA), the loss bookkeeping, backward, gradient clipping, the optimiser step and the
+    method's ``on_step_end``. ``batch`` is one item of ``s.batches``; returns what ``on_step_end`` logged."""
+    images, labels, *index = batch
+    device, cfg, method = s.device, s.cfg, s.method
+    for group in s.optimizer.param_groups:  # groups may scale the rate or keep it fixed (see optim.param_groups)
+        group["lr"] = (s.lr if group.get("fixed_lr") else float(s.lr_schedule[step])) * group.get("lr_scale", 1.0)
+    labels = labels.to(device, non_blocking=True)
+    if cfg.augment_on == "loader":
+        views = _to_device(images, device)
+    else:
+        index_kw = {"indices": index[0].to(device, non_blocking=True)} if s.needs_indices else {}
+        views = method.make_views(to_float(images.to(device, non_blocking=True)), labels, **index_kw)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.use_amp):
+        outputs = s.model(views, labels)
+    log.record(step, epoch, outputs)
+    extra = optimizer_step(method, s.optimizer, outputs["loss"], step, s.total_steps, cfg.grad_clip)
+    log.step_done(step + 1, epoch, extra)
+    return extra
+
+
+def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
+    s = setup(cfg)
+    main, world, method, optimizer, info = dist.is_main(), s.world, s.method, s.optimizer, s.info
+    steps_per_epoch, total_steps = s.steps_per_epoch, s.total_steps
 
     out = Path(cfg.out) if cfg.out else None
     start_epoch, step, history, metrics = 0, 0, [], {}
     train_seconds = 0.0
     monitor_log: list[dict] = []
     done_epochs = 0
-    torch.manual_seed(cfg.seed + 1 + dist.rank())  # augmentation randomness differs between processes
+    torch.manual_seed(cfg.seed + 1 + s.rank)  # augmentation randomness differs between processes
     if cfg.resume and out is not None and (out / "last.pt").is_file():
         state = ckpt_io.load(out / "last.pt")
         _check_resumable(state["config"], cfg)
@@ -222,15 +392,14 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         if _same_evaluation(state["config"], cfg):
             metrics = dict(state.get("metrics") or {})  # reused below if the run is already finished
         done_epochs = start_epoch
-        ckpt_io.set_rng_state(state["rng"][dist.rank()] if isinstance(state["rng"], list) else state["rng"])
+        ckpt_io.set_rng_state(state["rng"][s.rank] if isinstance(state["rng"], list) else state["rng"])
         if main:
             print(f"resuming {cfg.method} from {out / 'last.pt'}: epoch {start_epoch}/{cfg.epochs}, step {step}", file=sys.stderr)
     elif cfg.resume and main:
         print(f"--resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
 
-    use_amp = cfg.amp and device.type == "cuda"
-    check_every = 1 if device.type == "cpu" else max(1, cfg.log_every)
     ckpt_path = out / "last.pt" if out is not None else None
+    log = StepLog(s.lr_schedule, s.check_every, cfg.log_every, ckpt_path=ckpt_path, history=history)
 
     def save(epoch: int) -> None:
         if ckpt_path is None:
@@ -260,38 +429,21 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     for epoch in range(start_epoch, cfg.epochs):
         if step >= total_steps:
             break
-        sampler.set_epoch(epoch)
-        model.train()
+        s.set_epoch(epoch)
+        s.model.train()
         bar = tqdm(total=min(steps_per_epoch, total_steps - step), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress), file=sys.stderr, mininterval=1.0, leave=True)
-        pending: list[tuple[int, torch.Tensor, dict]] = []
         t0, seen = time.perf_counter(), 0
-        for images, labels, *index in loader:
+        for batch in s.batches:
             if step >= total_steps:
                 break
-            for group in optimizer.param_groups:  # groups may scale the rate or keep it fixed (see optim.param_groups)
-                group["lr"] = (lr if group.get("fixed_lr") else float(lr_schedule[step])) * group.get("lr_scale", 1.0)
-            labels = labels.to(device, non_blocking=True)
-            if cfg.augment_on == "loader":
-                views = _to_device(images, device)
-            else:
-                index_kw = {"indices": index[0].to(device, non_blocking=True)} if needs_indices else {}
-                views = method.make_views(to_float(images.to(device, non_blocking=True)), labels, **index_kw)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                outputs = model(views, labels)
-            loss = outputs["loss"]
-            pending.append((step, loss.detach().float(), {k: v.detach().float() for k, v in outputs.items() if k != "loss"}))
-            if (step + 1) % check_every == 0:
-                _check_finite(pending, epoch, ckpt_path)
-            extra = optimizer_step(method, optimizer, loss, step, total_steps, cfg.grad_clip)
+            train_step(s, batch, step, epoch, log)
             step += 1
-            seen += per_process * world
+            seen += cfg.batch_size
             if step % cfg.log_every == 0:
-                history.extend(_flush(pending, epoch, lr_schedule, extra, check_ckpt=ckpt_path))
                 bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             bar.update(1)
-        if pending:
-            history.extend(_flush(pending, epoch, lr_schedule, {}, check_ckpt=ckpt_path))
+        log.end_epoch(epoch)
         bar.close()
         train_seconds += time.perf_counter() - t0
         done_epochs = epoch + 1

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Issue 7's GPU measurements in one go, for a session that has a GPU. From the repository root:
+#
+#     bash benchmarks/gpu_check.sh OUT_DIR
+#
+# Writes everything to OUT_DIR (one file per command; each bench file ends with a JSON line):
+#   nvidia-smi.txt, install.log, hardware.txt
+#   bench_{simclr,byol,moco_v2}.txt          python -m sslbook bench METHOD --preset full, batch 512, 32 px,
+#                                            random CIFAR-shaped data (50,000 images), the default data path
+#   bench_simclr_loader.txt                  the same for SimCLR on the DataLoader path (for comparison)
+#   bench_{simclr,byol,moco_v2}_compile.txt  with --compile
+#   peer_lightly.txt                         benchmarks/peer_lightly.py for the three methods (if lightly imports)
+#   pytest_bench.txt                         tests/test_bench.py on this machine (its GPU branches run here)
+#   status.txt                               the exit status of every command
+# Environment: PYTHON (default python), STEPS (timed steps, default 50), LIMIT (seconds per command, default 300),
+# EXTRA (more arguments for every bench and peer command, e.g. "--backbone convnet_small --batch-size 32
+# --images 256" for a dry run on a CPU), SKIP_INSTALL=1 (do not run pip install).
+set -u
+OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+STEPS=${STEPS:-50}
+LIMIT=${LIMIT:-300}
+read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
+COMMON=(--preset full --data random --batch-size 512 --steps "$STEPS" --warmup 10 "${EXTRA_ARGS[@]}")
+
+step() {  # step NAME COMMAND...: run with a time limit, output to OUT/NAME.txt, status to OUT/status.txt
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$OUT/status.txt"
+  timeout "$LIMIT" "$@" > "$OUT/$name.txt" 2>&1
+  local rc=$?
+  echo "   exit $rc" | tee -a "$OUT/status.txt"
+  tail -n 1 "$OUT/$name.txt" | cut -c1-300
+}
+
+{ nvidia-smi || echo "nvidia-smi not found"; } > "$OUT/nvidia-smi.txt" 2>&1
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  $PY -m pip install --no-deps -e . > "$OUT/install.log" 2>&1 || echo "pip install -e . failed (see install.log)" | tee -a "$OUT/status.txt"
+fi
+$PY -m sslbook.benchmarks hardware > "$OUT/hardware.txt" 2>&1
+cat "$OUT/hardware.txt"
+
+for m in simclr byol moco_v2; do
+  step "bench_$m" $PY -m sslbook bench "$m" "${COMMON[@]}"
+done
+step bench_simclr_loader $PY -m sslbook bench simclr "${COMMON[@]}" --data-on loader
+if $PY -c "import lightly" > /dev/null 2>&1; then
+  step peer_lightly $PY benchmarks/peer_lightly.py --method simclr byol moco_v2 --batch-size 512 --steps "$STEPS" --warmup 10 "${EXTRA_ARGS[@]}"
+  step pytest_bench $PY -m pytest tests/test_bench.py -q
+else
+  echo "lightly is not importable here (pip install -e '.[bench]' needs the package registry): peer comparison not run" \
+    | tee "$OUT/peer_lightly.txt" | tee -a "$OUT/status.txt"
+  step pytest_bench $PY -m pytest tests/test_bench.py -q -k "not peer"
+fi
+# last, as compiling takes the longest (inductor compiles in the warm-up steps)
+for m in simclr byol moco_v2; do
+  step "bench_${m}_compile" $PY -m sslbook bench "$m" "${COMMON[@]}" --compile
+done
+echo "outputs in $OUT"
