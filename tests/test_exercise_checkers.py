@@ -200,3 +200,12 @@ def test_every_chapter_ends_with_exercises_checked_by_sslbook():
         headings = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
         assert any("## Exercises" in h for h in headings), f"{path.name} has no Exercises section"
     assert used == checkers, f"checkers no chapter uses: {sorted(checkers - used)}"
+
+
+def test_every_chapter_is_on_the_site_in_reading_order_and_executed_at_build_time():
+    root = CHAPTERS.parent
+    toc = [line.split("file:")[1].strip() for line in (root / "_toc.yml").read_text().splitlines() if "file:" in line]
+    chapters = [f"chapters/{p.stem}" for p in sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))]
+    assert toc == chapters  # every notebook, numbered in reading order, and nothing else
+    config = (root / "jupyter_book_config.yml").read_text()
+    assert "execute_notebooks: force" in config and "allow_errors: false" in config
