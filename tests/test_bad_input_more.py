@@ -113,3 +113,19 @@ def test_eval_download_fetches_before_it_reads(tmp_path, monkeypatch, capsys):
     assert main(["eval", str(tmp_path / "run" / "last.pt"), "--data", "cifar10", "--download"]) == 2
     assert events[0] == ("download", "cifar10", "train"), events
     assert "stop here" in capsys.readouterr().err
+
+
+def test_damaged_stl10_files_are_named(tmp_path):
+    from sslbook.data import load_dataset
+
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    img = np.zeros((3, 3, 96, 96), dtype=np.uint8)
+    img.tofile(folder / "train_X.bin")
+    np.array([1, 2], dtype=np.uint8).tofile(folder / "train_y.bin")  # one label short
+    with pytest.raises(DataError, match=r"train_y\.bin holds 2 labels for the 3 images"):
+        load_dataset("stl10", "train", root=tmp_path)
+    with open(folder / "unlabeled_X.bin", "wb") as f:
+        f.write(img.tobytes() + b"\x00" * 100)  # an interrupted download
+    with pytest.raises(DataError, match=r"unlabeled_X\.bin is truncated"):
+        load_dataset("stl10", "unlabeled", root=tmp_path)
