@@ -125,8 +125,8 @@ def _train(args) -> int:
         from sslbook.data import load_dataset
 
         if dist.is_main():
-            load_dataset(cfg.data, "train", download=True, image_size=cfg.image_size)
-            load_dataset(cfg.data, "test", download=True, image_size=cfg.image_size)
+            load_dataset(cfg.data, "train", download=True, image_size=cfg.image_size, **cfg.data_kwargs)
+            load_dataset(cfg.data, "test", download=True, image_size=cfg.image_size, **cfg.data_kwargs)
     result = run(cfg)
     if dist.is_main():
         print(json.dumps({"method": cfg.method, "preset": cfg.preset, "data": cfg.data, "backbone": cfg.backbone,
@@ -159,11 +159,12 @@ def _eval(args) -> int:
     cfg = trained.config
     if args.data and args.data != cfg.data:
         cfg = replace(cfg, data=args.data, data_kwargs={})
-    train_set, test_set = eval_sets(cfg)
-    if args.download:
+    if args.download:  # before eval_sets, which would stop at the missing files
         from sslbook.data import load_dataset
 
-        load_dataset(cfg.data, "train", download=True, image_size=cfg.image_size)
+        load_dataset(cfg.data, "train", download=True, image_size=cfg.image_size, **cfg.data_kwargs)
+        load_dataset(cfg.data, "test", download=True, image_size=cfg.image_size, **cfg.data_kwargs)
+    train_set, test_set = eval_sets(cfg)
     backbone = trained.backbone
     out = {"checkpoint": args.checkpoint, "method": cfg.method, "data": cfg.data, "protocol": args.protocol}
     if args.protocol == "finetune":

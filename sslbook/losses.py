@@ -48,6 +48,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     """
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ValueError(f"nt_xent needs two N×D tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"nt_xent needs a temperature > 0 (it divides the similarities), got {temperature}")
     n = z1.shape[0]
     rank, _ = _world()
     z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
@@ -77,6 +79,8 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None = 
     """
     if q.dim() != 2 or q.shape != k.shape:
         raise ValueError(f"info_nce needs q and k of the same N×D shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"info_nce needs a temperature > 0 (it divides the similarities), got {temperature}")
     q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
     if negatives is not None:
         if negatives.dim() != 2 or negatives.shape[1] != q.shape[1]:

@@ -68,8 +68,14 @@ full = one_process(nt_xent, full_z1, Z2, temperature=0.5)
 full.backward()
 result["nt_xent_diff"] = abs(float(dist.all_reduce_mean(local.detach())) - float(full))
 result["nt_xent_grad_diff"] = float((z1.grad / world - full_z1.grad[rows]).abs().max())
-moco_local = info_nce(Z1[rows], Z2[rows], None, temperature=0.2)
-result["info_nce_diff"] = abs(float(dist.all_reduce_mean(moco_local)) - float(one_process(info_nce, Z1, Z2, None, temperature=0.2)))
+q = Z1[rows].clone().requires_grad_()  # MoCo v3: queries with gradients, keys (momentum encoder) without
+moco_local = info_nce(q, Z2[rows], None, temperature=0.2)
+moco_local.backward()
+full_q = Z1.clone().requires_grad_()
+moco_full = one_process(info_nce, full_q, Z2, None, temperature=0.2)
+moco_full.backward()
+result["info_nce_diff"] = abs(float(dist.all_reduce_mean(moco_local.detach())) - float(moco_full))
+result["info_nce_grad_diff"] = float((q.grad / world - full_q.grad[rows]).abs().max())
 # Barlow Twins standardises over the whole (gathered) batch: every process computes the full loss.
 from sslbook.losses import barlow_twins  # noqa: E402
 

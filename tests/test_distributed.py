@@ -127,6 +127,7 @@ def test_torchrun_two_processes(tmp_path, shapes_root):
     assert r0["ddp_max_diff"] < 1e-6 and r1["ddp_max_diff"] < 1e-6
     for r in (r0, r1):  # SimCLR's and MoCo v3's losses gather every process's embeddings
         assert r["nt_xent_diff"] < 1e-5 and r["nt_xent_grad_diff"] < 1e-6 and r["info_nce_diff"] < 1e-5
+        assert r["info_nce_grad_diff"] < 1e-6
         assert r["barlow_diff"] < 1e-4 and r["barlow_grad_diff"] < 1e-5
     assert r0["param_checksum"] == r1["param_checksum"]  # DDP kept the replicas identical
     assert r0["steps"] == [1, 2, 3]

@@ -89,7 +89,10 @@ class STL10Unlabeled(Dataset):
 
     def __init__(self, path: Path, info: DataInfo):
         self.path, self.info = path, info
-        n = os.path.getsize(path) // (3 * 96 * 96)
+        size = os.path.getsize(path)
+        if size % (3 * 96 * 96):
+            raise DataError(f"{path} is truncated: {size} bytes is not a whole number of 3×96×96 images")
+        n = size // (3 * 96 * 96)
         self._data = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, 3, 96, 96))
         self.labels = torch.full((n,), -1, dtype=torch.long)
 
@@ -127,6 +130,8 @@ def load_stl10(split: str, root: Path, download: bool = False):
     if not y_path.is_file():
         raise DataError(f"stl10 labels not found: expected {y_path}")
     labels = np.fromfile(y_path, dtype=np.uint8).astype(np.int64) - 1  # stored as 1..10
+    if len(labels) != len(images):
+        raise DataError(f"{y_path} holds {len(labels)} labels for the {len(images)} images of {x_path}: one of them is damaged")
     return TensorImageDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), info)
 
 

@@ -121,9 +121,13 @@ class FrameFolder:
     def _load(self, path: Path) -> torch.Tensor:
         from PIL import Image
 
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
-            return torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(self.image_size, self.image_size, 3).permute(2, 0, 1).float() / 255
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
+                data = bytearray(im.tobytes())
+        except Exception as e:  # a corrupt or unreadable frame: name the file, not PIL's internals
+            raise DataError(f"cannot read video frame {path}: {type(e).__name__}: {e}") from e
+        return torch.frombuffer(data, dtype=torch.uint8).view(self.image_size, self.image_size, 3).permute(2, 0, 1).float() / 255
 
     def clip(self, index: int, times=range(8)):
         files = self.frames[int(index) % len(self.frames)]

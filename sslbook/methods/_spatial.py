@@ -20,6 +20,22 @@ def feature_map_shape(backbone: nn.Module, image_size: int, in_channels: int = 3
     return fmap.shape[1], fmap.shape[-1]
 
 
+def nearest_sizes(fits, size: int, limit: int = 256) -> tuple[int | None, int | None]:
+    """The largest image size below ``size`` and the smallest above it (within ``limit`` pixels) for which
+    ``fits(s)`` is true; None where there is none. A ``fits`` that raises counts as False. For error
+    messages that name the size a method needs."""
+
+    def ok(s: int) -> bool:
+        try:
+            return bool(fits(s))
+        except Exception:
+            return False
+
+    below = next((s for s in range(size - 1, max(size - limit, 0), -1) if ok(s)), None)
+    above = next((s for s in range(size + 1, size + limit + 1) if ok(s)), None)
+    return below, above
+
+
 def up_block(c_in: int, c_out: int) -> nn.Sequential:
     """×2 upsampling: nearest-neighbour ×2, then conv 3×3, BN, ReLU (cheaper than a 4×4 transposed conv,
     and free of its checkerboard artefacts)."""

@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sslbook.losses import masked_pixel_mse
-from sslbook.methods._spatial import feature_map_shape, up_block
+from sslbook.methods._spatial import feature_map_shape, nearest_sizes, up_block
 from sslbook.methods.base import Method
 
 
@@ -51,6 +51,16 @@ def random_square_masks(n: int, image_size: int, mask_size: int, device=None, ge
     rows = (r.view(1, -1) >= top.view(-1, 1)) & (r.view(1, -1) < (top + mask_size).view(-1, 1))  # N×S
     cols = (r.view(1, -1) >= left.view(-1, 1)) & (r.view(1, -1) < (left + mask_size).view(-1, 1))  # N×S
     return (rows.unsqueeze(2) & cols.unsqueeze(1)).unsqueeze(1).float()
+
+
+def _decodable(side: int, image_size: int) -> bool:
+    """True when ×2 upsampling blocks take a side×side feature map to exactly half the image size
+    (the decoder's last step is a bilinear ×2 to the full size)."""
+    if side < 1:
+        return False
+    while side < image_size // 2:
+        side *= 2
+    return side * 2 == image_size
 
 
 class Discriminator(nn.Module):
@@ -78,13 +88,19 @@ class ContextEncoder(Method):
         random_square_masks(1, image_size, self.mask_size)  # validates the size now, with a clear message
         self.rec_weight, self.adv_weight, self.holes = float(rec_weight), float(adv_weight), int(holes)
         c, side = feature_map_shape(backbone, image_size)
+        if not _decodable(side, image_size):
+            below, above = nearest_sizes(lambda s: _decodable(feature_map_shape(backbone, s)[1], s), image_size)
+            sizes = " or ".join(f"{s}×{s}" for s in (below, above) if s is not None) or "another size"
+            raise ValueError(
+                f"context_encoder cannot paint back a {image_size}×{image_size} image with this backbone: the decoder doubles "
+                f"the backbone's {side}×{side} feature map up to the image size, so the image side must be the feature-map "
+                f"side times a power of 2; use image size {sizes}"
+            )
         blocks, width = [], c
         while side < image_size // 2:  # ×2 upsampling blocks up to half the image size …
             c_out = max(width // 4 if not blocks else width // 2, 16)
             blocks.append(up_block(width, c_out))
             width, side = c_out, side * 2
-        if side * 2 != image_size:
-            raise ValueError(f"context_encoder needs an image size that is the feature map side times a power of 2, got {image_size}")
         # … then RGB, and a bilinear ×2 to full size (the last full-resolution conv would cost as much as the encoder)
         self.decoder = nn.Sequential(*blocks, nn.Conv2d(width, 3, 3, 1, 1),
                                      nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Sigmoid())

@@ -35,7 +35,7 @@ from sslbook.augment import grayscale
 from sslbook.color import AB_RANGE, quantize_ab, require_colour, rgb_to_lab
 from sslbook.data.video import FrameFolder, MovingShapes
 from sslbook.losses import copy_colours
-from sslbook.methods._spatial import feature_map_shape
+from sslbook.methods._spatial import feature_map_shape, nearest_sizes
 from sslbook.methods.base import Method
 
 
@@ -100,8 +100,10 @@ class VideoColorization(Method):
             raise ValueError(f"video_colorization loss must be 'classification' or 'regression', got {loss!r}")
         c, side = feature_map_shape(backbone, video_size)
         if side < 2:
+            _, need = nearest_sizes(lambda s: feature_map_shape(backbone, s)[1] >= 2, video_size)
             raise ValueError(f"video_colorization needs a feature map of at least 2×2 locations; at video_size={video_size} "
-                             f"the backbone gives {side}×{side}: raise video_size")
+                             f"the backbone gives {side}×{side}: raise video_size"
+                             + (f" to at least {need}" if need is not None else ""))
         self.video_size, self.clip_batch, self.max_gap = int(video_size), clip_batch, int(max_gap)
         self.temperature, self.loss_kind, self.ab_bins = float(temperature), loss, int(ab_bins)
         self.eval_clips, self.eval_frames = int(eval_clips), int(eval_frames)

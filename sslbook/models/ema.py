@@ -3,8 +3,8 @@
     >>> target = momentum_copy(online)            # same weights, no gradients
     >>> ema_update_(target, online, m=0.99)       # θ_t ← m·θ_t + (1 − m)·θ_o, after each optimiser step
 
-The update is two fused ``torch._foreach`` operations over the whole parameter list, not a Python
-loop over parameters; buffers (BatchNorm running statistics) are copied.
+The update is one fused ``torch._foreach_lerp_`` over the whole parameter list, not a Python loop over
+parameters; buffers (BatchNorm running statistics) are copied.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def ema_update_(target: nn.Module, online: nn.Module, m: float) -> None:
     o_params = [p.detach() for p in online.parameters()]
     if len(t_params) != len(o_params):
         raise ValueError("target and online networks have different parameter lists")
-    torch._foreach_mul_(t_params, m)
-    torch._foreach_add_(t_params, o_params, alpha=1.0 - m)
+    # one fused in-place op over the whole list: lerp(θ_t, θ_o, 1 − m) = θ_t + (1 − m)(θ_o − θ_t) = m θ_t + (1 − m) θ_o
+    # (exact at m = 0 and m = 1)
+    torch._foreach_lerp_(t_params, o_params, 1.0 - m)
     for tb, ob in zip(target.buffers(), online.buffers()):
         tb.copy_(ob)

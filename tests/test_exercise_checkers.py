@@ -1,0 +1,211 @@
+"""The exercise checkers of chapters 1–4 (the later chapters' are tested with their methods), and that
+every chapter ends with exercises whose checkers live in sslbook.exercises.
+
+Each checker must accept a correct answer written from scratch (not sslbook's own function), refuse
+typical wrong answers, and turn a ``NotImplementedError`` into a hint instead of a traceback."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sslbook import exercises
+
+CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
+
+
+def todo(*args, **kwargs):
+    raise NotImplementedError
+
+
+# ---------------------------------------------------------------- chapter 1
+
+def knn_from_scratch(train, labels, test, k, temperature, cosine=True, weighted=True):
+    if cosine:
+        train, test = F.normalize(train, dim=1), F.normalize(test, dim=1)
+        sim = test @ train.T
+    else:
+        sim = -torch.cdist(test, train)
+    top, idx = sim.topk(min(k, len(train)), dim=1)
+    weights = torch.exp(top / temperature) if weighted else torch.ones_like(top)
+    votes = torch.zeros(len(test), int(labels.max()) + 1, dtype=torch.float64)
+    votes.scatter_add_(1, labels[idx], weights.double())
+    return votes.argmax(1)
+
+
+def test_check_knn_classify(capsys):
+    assert exercises.check_knn_classify(knn_from_scratch)
+    assert not exercises.check_knn_classify(lambda *a: knn_from_scratch(*a, weighted=False))  # a plain majority vote
+    assert not exercises.check_knn_classify(lambda *a: knn_from_scratch(*a, cosine=False))  # Euclidean neighbours
+    assert not exercises.check_knn_classify(todo)
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+def cosine_from_scratch(base, final, total_steps, warmup_steps, off_by_one=False):
+    out = []
+    rest = total_steps - warmup_steps
+    for i in range(total_steps):
+        if i < warmup_steps:
+            out.append(base * (i if off_by_one else i + 1) / warmup_steps)
+        else:
+            t = (i - warmup_steps) / rest
+            out.append(final + 0.5 * (base - final) * (1 + math.cos(math.pi * t)))
+    return torch.tensor(out)
+
+
+def test_check_cosine_schedule():
+    assert exercises.check_cosine_schedule(cosine_from_scratch)
+    # a warm-up that starts at 0 on the first step instead of reaching base on the last warm-up step
+    assert not exercises.check_cosine_schedule(lambda *a: cosine_from_scratch(*a, off_by_one=True))
+    assert not exercises.check_cosine_schedule(lambda b, f, n, w: torch.full((n,), b))  # constant
+    assert not exercises.check_cosine_schedule(lambda b, f, n, w: cosine_from_scratch(b, f, n, w)[:-1])  # one step short
+    assert not exercises.check_cosine_schedule(todo)
+
+
+# ---------------------------------------------------------------- chapter 2
+
+def rotate_from_scratch(x, clockwise=False):
+    rotated = [torch.rot90(x, -k if clockwise else k, dims=(2, 3)) for k in range(4)]
+    return torch.cat(rotated), torch.arange(4).repeat_interleave(len(x))
+
+
+def test_check_rotate_batch():
+    assert exercises.check_rotate_batch(rotate_from_scratch)
+    assert not exercises.check_rotate_batch(lambda x: rotate_from_scratch(x, clockwise=True))
+    assert not exercises.check_rotate_batch(lambda x: (rotate_from_scratch(x)[0], torch.arange(4).repeat(len(x))))  # targets interleaved
+    assert not exercises.check_rotate_batch(lambda x: rotate_from_scratch(x)[0])  # no targets
+    assert not exercises.check_rotate_batch(todo)
+
+
+def test_check_neighbour_label():
+    def label(dr, dc):
+        cell = (dr + 1) * 3 + (dc + 1)
+        return cell if cell < 4 else cell - 1  # the centre (cell 4) is not a class
+
+    assert exercises.check_neighbour_label(label)
+    assert not exercises.check_neighbour_label(lambda dr, dc: (dr + 1) * 3 + (dc + 1))  # centre not skipped
+    assert not exercises.check_neighbour_label(lambda dr, dc: label(dc, dr))  # rows and columns swapped
+    assert not exercises.check_neighbour_label(todo)
+
+
+def test_check_min_hamming():
+    def min_hamming(perms):
+        p = len(perms)
+        return min(int((perms[i] != perms[j]).sum()) for i in range(p) for j in range(p) if i != j)
+
+    assert exercises.check_min_hamming(min_hamming)
+    assert not exercises.check_min_hamming(lambda perms: int((perms[:, None] != perms[None]).sum(-1).min()))  # includes i = j: 0
+    assert not exercises.check_min_hamming(lambda perms: int((perms[:, None] != perms[None]).sum(-1).max()))
+    assert not exercises.check_min_hamming(todo)
+
+
+# ---------------------------------------------------------------- chapter 3
+
+def rgb_to_lab_from_scratch(rgb, gamma=True, white=True):
+    lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4) if gamma else rgb
+    m = torch.tensor([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]])
+    xyz = torch.einsum("ij,njhw->nihw", m, lin)
+    if white:
+        xyz = xyz / m.sum(1).view(1, 3, 1, 1)
+    d = 6 / 29
+    f = torch.where(xyz > d ** 3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * d * d) + 4 / 29)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+
+
+def test_check_rgb_to_lab():
+    assert exercises.check_rgb_to_lab(rgb_to_lab_from_scratch)
+    assert not exercises.check_rgb_to_lab(lambda x: rgb_to_lab_from_scratch(x, gamma=False))  # sRGB gamma not undone
+    assert not exercises.check_rgb_to_lab(lambda x: rgb_to_lab_from_scratch(x, white=False))  # white is not a = b = 0
+    assert not exercises.check_rgb_to_lab(lambda x: rgb_to_lab_from_scratch(x).flip(1))  # channels reversed
+    assert not exercises.check_rgb_to_lab(todo)
+
+
+def test_check_masked_pixel_mse():
+    def ok(pred, target, mask):
+        return ((pred - target) ** 2 * mask).sum() / (pred.shape[1] * mask.sum())
+
+    assert exercises.check_masked_pixel_mse(ok)
+    assert not exercises.check_masked_pixel_mse(lambda p, t, m: ((p - t) ** 2).mean())  # every pixel counts
+    assert not exercises.check_masked_pixel_mse(lambda p, t, m: ((p - t) ** 2 * m).sum() / m.sum())  # channels not averaged
+    assert not exercises.check_masked_pixel_mse(todo)
+
+
+def test_check_copy_colours():
+    def ok(f_ref, f_tgt, c_ref):
+        a = torch.einsum("ncm,ncp->nmp", f_ref, f_tgt).softmax(dim=1)  # over reference locations
+        return torch.einsum("nkm,nmp->nkp", c_ref, a)
+
+    def wrong_axis(f_ref, f_tgt, c_ref):
+        a = torch.einsum("ncm,ncp->nmp", f_ref, f_tgt).softmax(dim=2)  # over target locations
+        return torch.einsum("nkm,nmp->nkp", c_ref, a)
+
+    assert exercises.check_copy_colours(ok)
+    assert not exercises.check_copy_colours(wrong_axis)
+    assert not exercises.check_copy_colours(lambda f, g, c: c[:, :, : g.shape[2]])  # right shape, no pointer
+    assert not exercises.check_copy_colours(todo)
+
+
+# ---------------------------------------------------------------- chapter 4
+
+def masking_from_scratch(n, num_patches, ratio, flip=False, restore_is_shuffle=False):
+    keep = int(num_patches * (1 - ratio))
+    ids_shuffle = torch.rand(n, num_patches).argsort(1)
+    ids_restore = ids_shuffle if restore_is_shuffle else ids_shuffle.argsort(1)
+    mask = torch.ones(n, num_patches)
+    mask[:, :keep] = 0
+    mask = torch.gather(mask, 1, ids_shuffle.argsort(1))
+    return ids_shuffle[:, :keep], ids_restore, (1 - mask) if flip else mask
+
+
+def test_check_random_masking():
+    assert exercises.check_random_masking(masking_from_scratch)
+    assert not exercises.check_random_masking(lambda *a: masking_from_scratch(*a, flip=True))  # 1 = visible
+    assert not exercises.check_random_masking(lambda *a: masking_from_scratch(*a, restore_is_shuffle=True))  # not the inverse
+    # keeps one patch too many
+    assert not exercises.check_random_masking(lambda n, L, r: masking_from_scratch(n, L, r - 1.0 / L))
+    assert not exercises.check_random_masking(todo)
+
+
+def test_check_masked_mse():
+    def ok(pred, target, mask):
+        return (((pred - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+
+    assert exercises.check_masked_mse(ok)
+    assert not exercises.check_masked_mse(lambda p, t, m: ((p - t) ** 2).mean())  # visible patches count
+    assert not exercises.check_masked_mse(lambda p, t, m: (((p - t) ** 2).mean(-1) * (1 - m)).sum() / (1 - m).sum())
+    assert not exercises.check_masked_mse(todo)
+
+
+# ---------------------------------------------------------------- every chapter
+
+def _code(nb_path):
+    nb = json.loads(nb_path.read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def test_every_chapter_ends_with_exercises_checked_by_sslbook():
+    chapters = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
+    assert len(chapters) >= 10
+    checkers = {n for n in dir(exercises) if n.startswith("check_")}
+    used = set()
+    for path in chapters:
+        code = _code(path)
+        called = {n for n in checkers if f"{n}(" in code}
+        assert called, f"{path.name} calls no checker of sslbook.exercises"
+        assert "from sslbook.exercises import" in code, path.name
+        used |= called
+        nb = json.loads(path.read_text())
+        headings = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+        assert any("## Exercises" in h for h in headings), f"{path.name} has no Exercises section"
+    assert used == checkers, f"checkers no chapter uses: {sorted(checkers - used)}"
+
+
+def test_every_chapter_is_on_the_site_in_reading_order_and_executed_at_build_time():
+    root = CHAPTERS.parent
+    toc = [line.split("file:")[1].strip() for line in (root / "_toc.yml").read_text().splitlines() if "file:" in line]
+    chapters = [f"chapters/{p.stem}" for p in sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))]
+    assert toc == chapters  # every notebook, numbered in reading order, and nothing else
+    config = (root / "jupyter_book_config.yml").read_text()
+    assert "execute_notebooks: force" in config and "allow_errors: false" in config

@@ -1,0 +1,56 @@
+"""The trainer's promises the trainer tests leave implicit: the progress bar shows the loss and images/s,
+an infinite loss stops the run as a NaN does and leaves the last good checkpoint readable, and one
+environment variable switches the whole book's preset."""
+import pytest
+import torch
+
+from sslbook import checkpoint as ckpt_io
+from sslbook.config import current_preset, resolve
+from sslbook.methods import register
+from sslbook.methods.supervised import Supervised
+from sslbook.trainer import NonFiniteLossError, load_trained, train
+
+
+def test_progress_bar_shows_loss_and_images_per_second(small, capsys):
+    train("supervised", **{**small, "progress": True, "max_steps": 2, "log_every": 1})
+    err = capsys.readouterr().err
+    assert "supervised epoch 1/" in err and "loss=" in err and "img_s=" in err, err[-500:]
+
+
+class InfAtStep5(Supervised):
+    """Supervised, except that the loss is +inf at the sixth step (index 5, in the second epoch)."""
+
+    name = "inf_test"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, views, labels):
+        out = super().forward(views, labels)
+        self.calls += 1
+        if int(self.calls) == 6:
+            out["loss"] = out["loss"] * float("inf")
+        return out
+
+
+def test_infinite_loss_stops_naming_the_step_and_the_last_good_checkpoint(small, tmp_path):
+    register("inf_test", InfAtStep5)
+    with pytest.raises(NonFiniteLossError, match=r"loss is inf at step 5 \(epoch 2\).*last good checkpoint is .*last\.pt"):
+        train("inf_test", out=str(tmp_path), **small)  # 256 images / batch 64: 4 steps an epoch
+    state = ckpt_io.load(tmp_path / "last.pt")  # epoch 1's checkpoint, intact
+    assert state["epoch"] == 1 and state["step"] == 4 and not list(tmp_path.glob("*.tmp"))
+    assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
+    load_trained(tmp_path / "last.pt")
+
+
+def test_one_environment_variable_switches_the_preset(monkeypatch):
+    monkeypatch.delenv("SSLBOOK_PRESET", raising=False)
+    assert current_preset() == "tiny" and resolve("simclr").preset == "tiny" and resolve("simclr").data == "shapes"
+    monkeypatch.setenv("SSLBOOK_PRESET", "full")
+    cfg = resolve("simclr")
+    assert current_preset() == "full" and cfg.preset == "full" and cfg.data != "shapes"
+    assert cfg.epochs > resolve("simclr", "tiny").epochs
+    monkeypatch.setenv("SSLBOOK_PRESET", "huge")
+    with pytest.raises(ValueError, match="SSLBOOK_PRESET='huge' is not a preset"):
+        current_preset()
