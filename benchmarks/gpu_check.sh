@@ -12,6 +12,8 @@
 #   peer_lightly.txt                         benchmarks/peer_lightly.py for the three methods (if lightly imports)
 #   pytest_bench.txt                         tests/test_bench.py on this machine (its GPU branches run here)
 #   status.txt                               the exit status of every command
+#   NAME.json                                the JSON line of every bench that succeeded: copy these into
+#                                            benchmarks/results/ and chapter 11 shows them with their hardware
 # Environment: PYTHON (default python), STEPS (timed steps, default 50), LIMIT (seconds per command, default 300),
 # EXTRA (more arguments for every bench and peer command, e.g. "--backbone convnet_small --batch-size 32
 # --images 256" for a dry run on a CPU), SKIP_INSTALL=1 (do not run pip install).
@@ -33,6 +35,8 @@ step() {  # step NAME COMMAND...: run with a time limit, output to OUT/NAME.txt,
   local rc=$?
   echo "   exit $rc" | tee -a "$OUT/status.txt"
   tail -n 1 "$OUT/$name.txt" | cut -c1-300
+  # a bench's last line is one JSON object: kept as NAME.json, the form chapter 11 reads from benchmarks/results/
+  if [ "$rc" = 0 ] && tail -n 1 "$OUT/$name.txt" | grep -q '^{'; then tail -n 1 "$OUT/$name.txt" > "$OUT/$name.json"; fi
 }
 
 { nvidia-smi || echo "nvidia-smi not found"; } > "$OUT/nvidia-smi.txt" 2>&1

@@ -564,3 +564,43 @@ def check_output_std(fn) -> bool:
             return _report(name, False, f"{label} outputs: expected {want:.4f}, got {got:.4f} (normalise the rows first, "
                            "then the std over the batch, dim 0)")
     return _report(name, True, f"spread-out outputs give ≈ 1/√D = {1 / 64 ** 0.5:.3f}, collapsed ones ≈ 0")
+
+
+def check_scaled_lr(fn) -> bool:
+    """Exercise 11.1: ``fn(base_lr, global_batch) -> float``: the linear scaling rule the trainer applies,
+    lr = base_lr × global batch / 256 (Goyal et al. 2017), where the global batch is every process's
+    images of one step together, so the rate does not change with the number of processes."""
+    name = "linear scaling rule"
+    for base, batch in [(0.3, 4096), (1.5e-4, 1024), (0.03, 256), (0.002, 128), (1.0, 512)]:
+        ok, got = _call(name, fn, base, batch)
+        if not ok:
+            return False
+        want = base * batch / 256
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return _report(name, False, "return one number, the learning rate")
+        if abs(got - want) > 1e-9 * max(1.0, want):
+            return _report(name, False, f"base_lr {base}, global batch {batch}: expected {want:g}, got {got:g}")
+    return _report(name, True, "lr = base_lr × global batch / 256")
+
+
+def check_mfu(fn) -> bool:
+    """Exercise 11.2: ``fn(flops_per_step, seconds_per_step, peak_flops_per_s, processes) -> float``: the
+    model FLOPs utilisation, achieved FLOP/s over the peak FLOP/s of all the devices, a fraction in [0, 1].
+    ``flops_per_step`` counts every process's work (the global batch), as ``python -m sslbook bench`` does."""
+    name = "model FLOPs utilisation"
+    for flops, seconds, peak, k in [(22.9e9, 0.05, 989e12, 1), (1.2e12, 0.8, 312e12, 1), (4.8e12, 0.5, 989e12, 8),
+                                    (3e15, 2.0, 989e12, 4)]:
+        ok, got = _call(name, fn, flops, seconds, peak, k)
+        if not ok:
+            return False
+        want = flops / seconds / (peak * k)
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return _report(name, False, "return one number, a fraction")
+        if abs(got - want) > 1e-6 * max(want, 1e-12):
+            return _report(name, False, f"{flops:.3g} FLOPs in {seconds} s on {k} × {peak:.3g} FLOP/s: expected "
+                           f"{want:.4g}, got {got:.4g}")
+    return _report(name, True, "MFU = FLOPs per step / seconds per step / (peak FLOP/s × processes)")

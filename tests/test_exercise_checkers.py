@@ -209,3 +209,21 @@ def test_every_chapter_is_on_the_site_in_reading_order_and_executed_at_build_tim
     assert toc == chapters  # every notebook, numbered in reading order, and nothing else
     config = (root / "jupyter_book_config.yml").read_text()
     assert "execute_notebooks: force" in config and "allow_errors: false" in config
+
+
+# ---------------------------------------------------------------- chapter 11
+
+def test_check_scaled_lr(capsys):
+    assert exercises.check_scaled_lr(lambda base, batch: base * batch / 256)
+    assert not exercises.check_scaled_lr(lambda base, batch: base * batch / 128)
+    assert not exercises.check_scaled_lr(lambda base, batch: base)  # no scaling
+    assert not exercises.check_scaled_lr(lambda base, batch: base * math.sqrt(batch / 256))  # square-root rule
+    assert not exercises.check_scaled_lr(todo)
+    assert "not implemented" in capsys.readouterr().out
+
+
+def test_check_mfu(capsys):
+    assert exercises.check_mfu(lambda flops, s, peak, k: flops / s / (peak * k))
+    assert not exercises.check_mfu(lambda flops, s, peak, k: flops / s / peak)  # forgets the other devices
+    assert not exercises.check_mfu(lambda flops, s, peak, k: flops * s / (peak * k))
+    assert not exercises.check_mfu(todo)
