@@ -73,6 +73,21 @@ def test_simsiam_predictor_keeps_a_fixed_rate_and_switches_work():
     m2(m2.make_views(torch.rand(8, 3, 16, 16), None), None)["loss"].backward()
 
 
+@pytest.mark.parametrize("name,kw", [("byol", dict(proj_dim=16, hidden_dim=32, blur_p=(0.0, 0.0))),
+                                     ("simsiam", dict(proj_dim=32, pred_hidden=8))])
+def test_predictor_lr_scale_applies_to_the_predictor_only(name, kw):
+    m = make(name, predictor_lr_scale=10.0, **kw)
+    groups = param_groups(m, 5e-4)
+    predictor = {id(p) for p in m.predictor.parameters()}
+    for g in groups:
+        in_pred = {id(p) in predictor for p in g["params"]}
+        assert len(in_pred) == 1, "a group mixes predictor and other parameters"
+        assert g["lr_scale"] == (10.0 if in_pred.pop() else 1.0)
+    assert sum(len(g["params"]) for g in groups if g["lr_scale"] == 10.0) == len(predictor)
+    with pytest.raises(ValueError, match="predictor_lr_scale"):
+        make(name, predictor_lr_scale=0.0, **kw)
+
+
 def test_barlow_twins_refuses_bad_options():
     with pytest.raises(ValueError, match="reduction"):
         make("barlow_twins", proj_dim=16, reduction="max")

@@ -11,6 +11,11 @@ target network with a slow-moving average of the online network."
 τ follows a cosine from ``base_momentum`` to 1 over training (the paper: 0.996 → 1).
 No negatives: what prevents collapse is the predictor and the slowly moving target.
 
+``predictor_lr_scale`` multiplies the predictor's learning rate (the paper: 1). Tian, Chen & Ganguli
+(2021) show that the predictor must adapt faster than the encoder for the non-contrastive dynamics to
+escape their start; in a run of a few hundred steps a 10× rate is what lets BYOL beat its random
+initialisation (the tiny recipe in :mod:`sslbook.config` records the measurements).
+
 ``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
 (default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
 """
@@ -32,15 +37,19 @@ class BYOL(Method):
 
     def __init__(self, backbone, info, image_size, proj_dim=256, hidden_dim=4096, base_momentum=0.996,
                  blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0),
-                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2):
+                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2, predictor_lr_scale=1.0):
         super().__init__(backbone, info, image_size)
         if not 0.0 <= base_momentum <= 1.0:
             raise ValueError(f"base_momentum must be in [0, 1], got {base_momentum}")
+        if not predictor_lr_scale > 0:
+            raise ValueError(f"predictor_lr_scale must be > 0, got {predictor_lr_scale}")
         d = backbone.out_dim
         # "a multi-layer perceptron with a hidden layer of size 4096 followed by batch normalization,
         #  rectified linear units, and a final linear layer with output dimension 256" (projector and predictor)
         self.projector = head([(d, hidden_dim, True, True), (hidden_dim, proj_dim, False, False)])
         self.predictor = head([(proj_dim, hidden_dim, True, True), (hidden_dim, proj_dim, False, False)])
+        for p in self.predictor.parameters():
+            p.lr_scale = float(predictor_lr_scale)  # read by sslbook.optim.param_groups
         self.target_backbone = momentum_copy(backbone)
         self.target_projector = momentum_copy(self.projector)
         self.base_momentum = base_momentum

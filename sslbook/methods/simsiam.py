@@ -9,7 +9,10 @@
 No negatives and no momentum encoder. The switches ``predictor`` and ``stop_gradient`` remove either
 ingredient so a chapter can show the collapse (the std of the normalised outputs goes to 0), and
 ``predictor_fixed_lr`` keeps the predictor's learning rate at its peak instead of decaying it, as the
-paper does.
+paper does, and ``predictor_lr_scale`` multiplies it (the paper: 1; Tian, Chen & Ganguli 2021 show that
+a predictor adapting faster than the encoder helps these dynamics, and in a run of a few hundred steps a
+10× rate is what lifts SimSiam above its random initialisation: see the tiny recipe in
+:mod:`sslbook.config`).
 
 ``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
 (default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
@@ -31,17 +34,19 @@ class SimSiam(Method):
 
     def __init__(self, backbone, info, image_size, proj_dim=2048, pred_hidden=512, predictor=True,
                  stop_gradient=True, predictor_fixed_lr=True, crop_scale=(0.2, 1.0),
-                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2):
+                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2, predictor_lr_scale=1.0):
         super().__init__(backbone, info, image_size)
+        if not predictor_lr_scale > 0:
+            raise ValueError(f"predictor_lr_scale must be > 0, got {predictor_lr_scale}")
         d = backbone.out_dim
         # CIFAR: "the projection MLP has 2 layers", BN on every layer including the output
         self.projector = head([(d, proj_dim, True, True), (proj_dim, proj_dim, True, False)])
         # "The prediction MLP has BN applied to its hidden fc layers ... its output fc does not have BN
         #  or ReLU. This MLP has 2 layers", a bottleneck: hidden size 1/4 of the output
         self.predictor = head([(proj_dim, pred_hidden, True, True), (pred_hidden, proj_dim, False, False)]) if predictor else nn.Identity()
-        if predictor and predictor_fixed_lr:
-            for p in self.predictor.parameters():
-                p.fixed_lr = True  # read by sslbook.optim.param_groups
+        for p in self.predictor.parameters():  # both read by sslbook.optim.param_groups
+            p.fixed_lr = bool(predictor_fixed_lr)
+            p.lr_scale = float(predictor_lr_scale)
         self.stop_gradient = stop_gradient
         self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale), jitter=tuple(jitter), gray_p=gray_p)
 
