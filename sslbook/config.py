@@ -369,16 +369,18 @@ RECIPES["cpc"] = {
 
 # Chapter 9: self-distillation.
 RECIPES["dino"] = {
-    # Tiny: vit_tiny, batch 128, 2 epochs (78 steps), 2 local crops of 16 px, AdamW base lr 1e-3 (5e-4 after
+    # Tiny: vit_tiny, batch 64, 6 epochs (468 steps), 2 local crops of 16 px, AdamW base lr 1e-3 (2.5e-4 after
     # batch scaling), K = 256, teacher momentum 0.99 → 1, teacher temperature 0.04 throughout (no warm-up).
-    # Measured while tuning (60-step runs, 2 local crops; random-init vit_tiny: kNN 17.5%, linear 22.8%):
+    # Random-init vit_tiny: kNN 17.5% / linear 22.8%. Measured while tuning at batch 128 (60-step runs, 2 local crops):
     # lr 5e-4, momentum 0.96, τt 0.04 → 0.07, K = 1024: kNN 17.5% / linear 23.1%, targets near uniform;
     # lr 1e-3, momentum 0.9, τt 0.04: teacher and student fell onto one dimension by step ~12, then the centre
     # pushed them to uniform (18.6% / 21.8%); lr 2.5e-4 or 1e-4, momentum 0.99: teacher barely left its
     # initialisation (18.3% / 22.8%, 17.6% / 23.5%); lr 1e-3 with momentum 0.996 and clipping: 16.8% / 21.5%;
-    # this recipe (K = 256): 18.4% / 22.9%. None is clearly above random init: DINO needs far more steps than
-    # the tiny preset's few minutes on 2 CPU cores allow. The chapter prints the comparison as measured.
-    "tiny": dict(backbone="vit_tiny", optimizer="adamw", base_lr=1e-3, weight_decay=0.04, epochs=2, batch_size=128,
+    # K = 256, 2 epochs (78 steps): 18.4% / 22.9%. More steps at batch 64 (shared 2-core CPU, seed 0): 3 epochs
+    # 19.5% / 24.6% (base lr 2e-3: 18.6% / 24.5%), 6 epochs (this recipe) 19.6% / 25.4% (momentum 0.996: 19.2% /
+    # 25.4%); batch 32, 3 epochs: 18.8% / 24.1%. Above the floor on both protocols by about two points: DINO
+    # needs far more steps than minutes on 2 CPU cores give it (SimCLR on the same ViT, 78 steps: 22.7% / 28.3%).
+    "tiny": dict(backbone="vit_tiny", optimizer="adamw", base_lr=1e-3, weight_decay=0.04, epochs=6, batch_size=64,
                  warmup_epochs=0.3,
                  method_kwargs=dict(out_dim=256, hidden_dim=512, bottleneck_dim=128, n_local=2, local_size=16,
                                     global_scale=(0.3, 1.0), local_scale=(0.05, 0.3), blur_p=(0.0, 0.0, 0.0),
