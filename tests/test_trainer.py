@@ -106,25 +106,26 @@ def test_resume_refuses_other_settings(small, tmp_path):
         train("supervised", out=str(tmp_path), resume=True, **{**small, "backbone": "convnet"})
 
 
-class NaNAtStep3(Supervised):
-    """Supervised, except that the loss turns NaN at the fourth step (index 3)."""
+def bad_loss(value: float, call: int) -> type:
+    """Supervised, except that the loss is multiplied by ``value`` (nan, inf) at its ``call``-th forward pass."""
 
-    name = "nan_test"
+    class BadLoss(Supervised):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        def forward(self, views, labels):
+            out = super().forward(views, labels)
+            self.calls += 1
+            if int(self.calls) == call:
+                out["loss"] = out["loss"] * value
+            return out
 
-    def forward(self, views, labels):
-        out = super().forward(views, labels)
-        self.calls += 1
-        if int(self.calls) == 4:
-            out["loss"] = out["loss"] * float("nan")
-        return out
+    return BadLoss
 
 
 def test_nan_loss_stops_naming_the_step(small, tmp_path):
-    register("nan_test", NaNAtStep3)
+    register("nan_test", bad_loss(float("nan"), call=4))  # the fourth step, index 3
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 \(epoch 1\)"):
         train("nan_test", out=str(tmp_path), **small)
 

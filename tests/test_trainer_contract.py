@@ -7,8 +7,8 @@ import torch
 from sslbook import checkpoint as ckpt_io
 from sslbook.config import current_preset, resolve
 from sslbook.methods import register
-from sslbook.methods.supervised import Supervised
 from sslbook.trainer import NonFiniteLossError, load_trained, train
+from test_trainer import bad_loss
 
 
 def test_progress_bar_shows_loss_and_images_per_second(small, capsys):
@@ -17,25 +17,8 @@ def test_progress_bar_shows_loss_and_images_per_second(small, capsys):
     assert "supervised epoch 1/" in err and "loss=" in err and "img_s=" in err, err[-500:]
 
 
-class InfAtStep5(Supervised):
-    """Supervised, except that the loss is +inf at the sixth step (index 5, in the second epoch)."""
-
-    name = "inf_test"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
-
-    def forward(self, views, labels):
-        out = super().forward(views, labels)
-        self.calls += 1
-        if int(self.calls) == 6:
-            out["loss"] = out["loss"] * float("inf")
-        return out
-
-
 def test_infinite_loss_stops_naming_the_step_and_the_last_good_checkpoint(small, tmp_path):
-    register("inf_test", InfAtStep5)
+    register("inf_test", bad_loss(float("inf"), call=6))  # the sixth step, index 5, in the second epoch
     with pytest.raises(NonFiniteLossError, match=r"loss is inf at step 5 \(epoch 2\).*last good checkpoint is .*last\.pt"):
         train("inf_test", out=str(tmp_path), **small)  # 256 images / batch 64: 4 steps an epoch
     state = ckpt_io.load(tmp_path / "last.pt")  # epoch 1's checkpoint, intact
