@@ -238,7 +238,8 @@ def test_recipes_exist_for_tiny_and_full():
         if name.startswith("moco_v") and name != "moco_v3":
             assert cfg.method_kwargs["queue_size"] % cfg.batch_size == 0
     assert resolve("moco_v2", "full").method_kwargs["queue_size"] == 65536
-    assert resolve("moco_v3", "full").backbone == "vit_small"
+    v3 = resolve("moco_v3", "full")
+    assert (v3.backbone, v3.data, v3.image_size) == ("vit_small", "imagenet", 224)  # ViT-S/16: a 14×14 grid, as in the paper
 
 
 def test_exercise_checkers_accept_the_answer_and_refuse_a_wrong_one():
