@@ -80,24 +80,13 @@ def step_flops(s, batch) -> int:
     the method, so the run's own method, its state and its compiled modules are left alone."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sslbook.augment import to_float
-    from sslbook.trainer import build_method
+    from sslbook.trainer import batch_views, build_method, place_method
 
-    images, labels, *index = batch
     devices = [s.device.index or 0] if s.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        probe = build_method(s.cfg, s.info).to(s.device)
-        if s.device.type == "cuda" and s.cfg.backbone.startswith("resnet"):
-            probe = probe.to(memory_format=torch.channels_last)
+        probe = place_method(build_method(s.cfg, s.info), s.cfg, s.device)
         probe.train()
-        labels = labels.to(s.device)
-        if s.cfg.augment_on == "loader":
-            from sslbook.trainer import _to_device
-
-            views = _to_device(images, s.device)
-        else:
-            index_kw = {"indices": index[0].to(s.device)} if s.needs_indices else {}
-            views = probe.make_views(to_float(images.to(s.device)), labels, **index_kw)
+        views, labels = batch_views(s, probe, batch)
         counter = FlopCounterMode(display=False)
         with counter:
             with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.use_amp):

@@ -137,6 +137,13 @@ class _AnyDimBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         self.num_batches_tracked.add_(1)
         return 1.0 / float(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
 
+    @torch.no_grad()
+    def _track(self, mean: torch.Tensor, unbiased_var: torch.Tensor, factor: float) -> None:
+        """Fold this batch's statistics into the running averages (as ``torch.nn.BatchNorm`` does)."""
+        if self.track_running_stats:
+            self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+            self.running_var.mul_(1 - factor).add_(unbiased_var.detach(), alpha=factor)
+
     @classmethod
     def from_batchnorm(cls, bn: torch.nn.modules.batchnorm._BatchNorm, **kwargs):
         """The same layer (the very same weight, bias and running-statistics tensors) as ``cls``."""
@@ -176,10 +183,7 @@ class GlobalBatchNorm(_AnyDimBatchNorm):
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
-                self.running_var.mul_(1 - factor).add_(var.detach() * (n / max(n - 1, 1)), alpha=factor)
+        self._track(mean, var * (n / max(n - 1, 1)), factor)
         return y.to(x.dtype)
 
 
@@ -210,10 +214,8 @@ class SplitBatchNorm(_AnyDimBatchNorm):
         if self.track_running_stats:
             dims = [0, *range(2, x.dim())]
             with torch.no_grad():
-                mean = torch.stack([c.float().mean(dims) for c in chunks]).mean(0)
-                var = torch.stack([c.float().var(dims, unbiased=True) for c in chunks]).mean(0)
-                self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-                self.running_var.mul_(1 - factor).add_(var, alpha=factor)
+                self._track(torch.stack([c.float().mean(dims) for c in chunks]).mean(0),
+                            torch.stack([c.float().var(dims, unbiased=True) for c in chunks]).mean(0), factor)
         return out
 
 

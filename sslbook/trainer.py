@@ -289,13 +289,12 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
     if train_set is None:
         train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
     info = train_set.info
-    method = build_method(cfg, info).to(device)
+    method = build_method(cfg, info)
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
     needs_indices = bool(getattr(method, "needs_indices", False))
     if needs_indices:
         train_set = WithIndex(train_set)
-    if device.type == "cuda" and cfg.backbone.startswith("resnet"):
-        method = method.to(memory_format=torch.channels_last)
+    method = place_method(method, cfg, device)
     model = dist.wrap_ddp(method, device, sync_bn=cfg.sync_bn)
     if cfg.compile:
         compile_method(method)
@@ -348,20 +347,34 @@ class StepLog:
             self.history.extend(_flush(self.pending, epoch, self.lr_schedule, {}, check_ckpt=self.ckpt_path))
 
 
+def place_method(method: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """``method`` on ``device``, in channels_last memory format for convolutional backbones on CUDA."""
+    method = method.to(device)
+    if device.type == "cuda" and cfg.backbone.startswith("resnet"):
+        method = method.to(memory_format=torch.channels_last)
+    return method
+
+
+def batch_views(s: TrainSetup, method: torch.nn.Module, batch) -> tuple:
+    """``(views, labels)`` of one item of ``s.batches`` on the device: the views made in the loader workers
+    (``augment_on="loader"``), or by ``method.make_views`` on the device, with the images' indices for
+    methods that ask for them."""
+    images, labels, *index = batch
+    labels = labels.to(s.device, non_blocking=True)
+    if s.cfg.augment_on == "loader":
+        return _to_device(images, s.device), labels
+    index_kw = {"indices": index[0].to(s.device, non_blocking=True)} if s.needs_indices else {}
+    return method.make_views(to_float(images.to(s.device, non_blocking=True)), labels, **index_kw), labels
+
+
 def train_step(s: TrainSetup, batch, step: int, epoch: int, log: StepLog) -> dict:
     """One optimiser step, as every run takes it: the scheduled learning rate, the views, the forward under
     bf16 autocast (CUDA), the loss bookkeeping, backward, gradient clipping, the optimiser step and the
     method's ``on_step_end``. ``batch`` is one item of ``s.batches``; returns what ``on_step_end`` logged."""
-    images, labels, *index = batch
     device, cfg, method = s.device, s.cfg, s.method
     for group in s.optimizer.param_groups:  # groups may scale the rate or keep it fixed (see optim.param_groups)
         group["lr"] = (s.lr if group.get("fixed_lr") else float(s.lr_schedule[step])) * group.get("lr_scale", 1.0)
-    labels = labels.to(device, non_blocking=True)
-    if cfg.augment_on == "loader":
-        views = _to_device(images, device)
-    else:
-        index_kw = {"indices": index[0].to(device, non_blocking=True)} if s.needs_indices else {}
-        views = method.make_views(to_float(images.to(device, non_blocking=True)), labels, **index_kw)
+    views, labels = batch_views(s, method, batch)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.use_amp):
         outputs = s.model(views, labels)
     log.record(step, epoch, outputs)
