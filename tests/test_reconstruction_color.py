@@ -194,3 +194,41 @@ def test_trains_through_the_trainer(name, small):
     result = train(name, **{**small, "max_steps": 2, "epochs": 1, "method_kwargs": kwargs})
     assert all(math.isfinite(v) for v in result.metrics.values()) and "knn_top1" in result.metrics
     assert resolve(name, "full").method_kwargs  # a full-scale recipe exists
+
+
+@pytest.mark.parametrize("loss", ["classification", "regression"])
+def test_split_brain_predictions_in_lab_units(loss):
+    """predict_lab decodes either loss's outputs into Lab: a distribution peaked on one bin gives that bin's
+    centre; a regression output of 0 is the grey ab = 0 and lightness 50."""
+    method = _small_method("split_brain", loss=loss, ab_bins=4, l_bins=5)
+    images = torch.rand(2, 3, 32, 32)
+    t = method.target_size
+    if loss == "classification":
+        ab_logits = torch.full((2, 16, t, t), -1e4)
+        ab_logits[:, 6] = 0.0  # row 1, column 2 of the 4×4 grid over [−110, 110]²: a = −27.5, b = 27.5
+        l_logits = torch.full((2, 5, t, t), -1e4)
+        l_logits[:, 3] = 0.0  # the fourth of five L bins: centre 70
+        want_ab, want_l = torch.tensor([-27.5, 27.5]), 70.0
+    else:
+        ab_logits, l_logits = torch.zeros(2, 2, t, t), torch.zeros(2, 1, t, t)
+        want_ab, want_l = torch.zeros(2), 50.0
+    method.predict = lambda rgb: (ab_logits, l_logits)
+    ab, lightness = method.predict_lab(images)
+    assert ab.shape == (2, 2, t, t) and lightness.shape == (2, 1, t, t)
+    assert torch.allclose(ab, want_ab.view(1, 2, 1, 1).expand_as(ab), atol=1e-4)
+    assert torch.allclose(lightness, torch.full_like(lightness, want_l), atol=1e-4)
+
+
+def test_split_brain_annealed_mean_goes_from_the_mean_to_the_mode():
+    """Two equally likely colours: T = 1 gives their (dull) average, a small T the more likely one."""
+    method = _small_method("split_brain", ab_bins=4, l_bins=5)
+    t = method.target_size
+    ab_logits = torch.full((1, 16, t, t), -1e4)
+    ab_logits[:, 0], ab_logits[:, 15] = 0.0, 0.1  # corners (−82.5, −82.5) and (82.5, 82.5), almost tied
+    method.predict = lambda rgb: (ab_logits, torch.zeros(1, 5, t, t))
+    mean_ab, _ = method.predict_lab(torch.rand(1, 3, 32, 32))
+    mode_ab, _ = method.predict_lab(torch.rand(1, 3, 32, 32), temperature=0.01)
+    assert mean_ab.abs().max() < 10  # near grey: the average of two opposite colours
+    assert torch.allclose(mode_ab, torch.full_like(mode_ab, 82.5), atol=1e-2)
+    with pytest.raises(ValueError, match="temperature"):
+        method.predict_lab(torch.rand(1, 3, 32, 32), temperature=0.0)

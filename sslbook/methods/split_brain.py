@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslbook.augment import random_resized_crop
-from sslbook.color import AB_RANGE, quantize_ab, quantize_l, require_colour, rgb_to_lab
+from sslbook.color import AB_RANGE, ab_bin_centres, quantize_ab, quantize_l, require_colour, rgb_to_lab
 from sslbook.methods._spatial import feature_map_shape
 from sslbook.methods.base import Method
 
@@ -97,6 +97,22 @@ class SplitBrain(Method):
         ab = F.interpolate(self.head_ab(f_l).float(), size=size, mode="bilinear", align_corners=False)
         l = F.interpolate(self.head_l(f_ab).float(), size=size, mode="bilinear", align_corners=False)
         return ab, l
+
+    @torch.no_grad()
+    def predict_lab(self, rgb: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictions in Lab units at target_size²: (ab N×2×t×t, L N×1×t×t). For regression, the values
+        rescaled. For the classification loss, the *annealed mean* of each predicted distribution p over the bin
+        centres (Zhang, Isola & Efros 2016): the mean under p^(1/T), renormalised. T = 1 is the mean (dull where
+        p has several modes), T → 0 the mode (vivid but noisy); their colorization paper uses T = 0.38."""
+        if temperature <= 0:
+            raise ValueError(f"predict_lab needs a temperature > 0, got {temperature}")
+        pred_ab, pred_l = self.predict(rgb)
+        if self.loss_kind == "regression":
+            return pred_ab * AB_RANGE, (pred_l + 1) * 50
+        p_ab, p_l = (pred_ab / temperature).softmax(1), (pred_l / temperature).softmax(1)  # p^(1/T), renormalised
+        ab = torch.einsum("nkhw,kc->nchw", p_ab, ab_bin_centres(self.ab_bins, device=pred_ab.device))
+        l_centres = (torch.arange(self.l_bins, device=pred_l.device, dtype=torch.float32) + 0.5) / self.l_bins * 100
+        return ab, torch.einsum("nkhw,k->nhw", p_l, l_centres).unsqueeze(1)
 
     def targets(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The Lab channels of ``rgb`` averaged down to target_size²: (ab N×2×t×t, L N×1×t×t)."""
