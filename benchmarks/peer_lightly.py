@@ -15,7 +15,7 @@ is the pipeline:
   and LARS (``lightly.utils.lars``) where the recipe says LARS; a plain PyTorch loop.
 - **sslbook**: ``python -m sslbook bench`` (:func:`sslbook.benchmarks.bench`): the trainer's own step,
   with the batches drawn on the device from images held there when they fit (``data_on="auto"``), views
-  made on the whole batch on the device, channels_last on CUDA, fused optimisers where PyTorch has them.
+  made on the whole batch on the device, channels_last for convolutional backbones, fused optimisers where PyTorch has them.
 
 The data: CIFAR-10's training images if ``data/cifar-10-batches-py`` holds them (``--data auto``, the
 default), else random uint8 images of CIFAR-10's shape; the script says which. It prints the hardware,

@@ -348,9 +348,11 @@ class StepLog:
 
 
 def place_method(method: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
-    """``method`` on ``device``, in channels_last memory format for convolutional backbones on CUDA."""
+    """``method`` on ``device``, in channels_last memory format for convolutional backbones: cuDNN's fastest
+    convolutions (with bf16) take NHWC, and so do oneDNN's on a CPU (the book's convnet: about 20% less time per
+    step for InstDisc, PIRL, MoCo v3 and split-brain on a 2-core CPU; ViTs are unaffected)."""
     method = method.to(device)
-    if device.type == "cuda" and cfg.backbone.startswith("resnet"):
+    if cfg.backbone.startswith(("resnet", "convnet")):
         method = method.to(memory_format=torch.channels_last)
     return method
 
