@@ -21,14 +21,15 @@ ATOL = RTOL = 1e-5  # a two-process step against one process on the whole batch
 
 
 def _torchrun(worker: str, *args) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --nproc_per_node=2 tests/<worker> args…`` importing this checkout's sslbook."""
+    """``python -m torch.distributed.run --nproc_per_node=2 tests/<worker> args…`` importing this checkout's sslbook
+    (``worker="-m"``: ``args`` start with a module to run, e.g. ``-m sslbook bench …``)."""
     root = str(Path(sslbook.__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     with socket.socket() as sock:  # a free port, so parallel test runs on one machine do not collide
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           str(Path(__file__).with_name(worker)), *map(str, args)]
+           worker if worker == "-m" else str(Path(__file__).with_name(worker)), *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -116,6 +117,25 @@ def test_full_recipes_ask_for_global_bn_where_the_paper_does():
         assert resolve(name, "full").sync_bn, name
     for name in ("moco_v1", "moco_v2", "supervised"):  # MoCo v1/v2: per-GPU BN, keys shuffled across GPUs
         assert not resolve(name, "full").sync_bn, name
+
+
+def test_bench_under_torchrun_times_the_global_batch_and_prints_once():
+    """``torchrun --nproc_per_node=2 -m sslbook bench``: each process steps on half of the global batch; only
+    rank 0 prints, and the FLOPs of a step are those of the whole global batch, as one process counts them."""
+    from sslbook.benchmarks import bench
+
+    argv = ["simclr", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--backbone", "convnet_small",
+            "--data", "random", "--images", "96", "--batch-size", "32"]
+    proc = _torchrun("-m", "sslbook", "bench", *argv)
+    json_lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1, proc.stdout  # rank 0 alone prints its table and its JSON line
+    r = json.loads(json_lines[0])
+    assert r["processes"] == 2 and r["batch_size"] == 32 and "on 2 process(es)" in proc.stdout
+    assert r["images_per_s"] > 0 and r["seconds_per_epoch"] == pytest.approx(50000 / r["images_per_s"])
+    one = bench("simclr", "tiny", steps=1, warmup=0, batch_size=32, backbone="convnet_small", data="random",
+                images=96, verbose=False)
+    assert one["processes"] == 1
+    assert r["flops_per_step"] == pytest.approx(one["flops_per_step"], rel=1e-3)
 
 
 def test_torchrun_two_processes(tmp_path, shapes_root):
