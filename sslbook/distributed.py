@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from sslbook import losses
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -76,27 +78,10 @@ def all_gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward sends each process the gradient of its own slice, summed over processes."""
-
-    @staticmethod
-    def forward(ctx, x):
-        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        g = torch.stack(grads)
-        dist.all_reduce(g)
-        return g[dist.get_rank()]
-
-
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from every process with gradients flowing back (SimCLR's negatives)."""
-    if not is_distributed():
-        return x
-    return torch.cat(_GatherWithGrad.apply(x))
+    """Concatenate ``x`` from every process with gradients flowing back (SimCLR's negatives): the losses'
+    own gather (:func:`sslbook.losses.all_gather_with_grad`), here beside the other collectives."""
+    return losses.all_gather_with_grad(x)
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -5,9 +5,8 @@ cell and then check that these functions compute the same numbers. Inputs are ra
 functions normalise them themselves.
 
 Under ``torchrun`` the contrastive losses take their negatives from every process: embeddings are
-gathered with ``torch.distributed.nn.functional.all_gather``, which passes gradients back to the
-process that made them (SimCLR needs this; MoCo's keys carry no gradient). On one process nothing is
-gathered.
+gathered with :func:`all_gather_with_grad`, which passes gradients back to the process that made them
+(SimCLR needs this; MoCo's keys carry no gradient). On one process nothing is gathered.
 """
 from __future__ import annotations
 
@@ -22,15 +21,41 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward gives each process the gradient of its own rows, summed over processes
+    (every process's loss reads every process's rows)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(out, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        start = torch.distributed.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (n×…) from every process in rank order, (world·n)×…, with gradients flowing back to
+    the process that made each row (SimCLR's negatives); ``x`` itself on one process."""
+    _, world = _world()
+    if world == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
 def _gather(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (n×D) from every process in rank order: (world·n)×D; gradients flow back if x has one."""
-    rank, world = _world()
+    _, world = _world()
     if world == 1:
         return x
     if x.requires_grad:
-        import torch.distributed.nn.functional as dist_fn  # autograd-aware all_gather
-
-        return torch.cat(dist_fn.all_gather(x), dim=0)
+        return all_gather_with_grad(x)
     out = [torch.empty_like(x) for _ in range(world)]
     torch.distributed.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
