@@ -9,6 +9,9 @@
 #                                            random CIFAR-shaped data (50,000 images), the default data path
 #   bench_simclr_loader.txt                  the same for SimCLR on the DataLoader path (for comparison)
 #   bench_{simclr,byol,moco_v2}_compile.txt  with --compile
+#   bench_simclr_speedrun{,_compile}.txt      the speed run's recipe (--preset speedrun: LARS, batch 512, 32 px):
+#                                            its seconds per 50,000-image epoch × its 500 epochs bound the time to
+#                                            90% kNN (the accuracy itself needs real CIFAR-10, not random images)
 #   peer_lightly.txt                         benchmarks/peer_lightly.py for the three methods (if lightly imports)
 #   pytest_bench.txt                         tests/test_bench.py on this machine (its GPU branches run here)
 #   status.txt                               the exit status of every command
@@ -58,7 +61,10 @@ else
     | tee "$OUT/peer_lightly.txt" | tee -a "$OUT/status.txt"
   step pytest_bench $PY -m pytest tests/test_bench.py -q -k "not peer"
 fi
+SPEED=(--preset speedrun --data random --steps "$STEPS" --warmup 10 "${EXTRA_ARGS[@]}")
+step bench_simclr_speedrun $PY -m sslbook bench simclr "${SPEED[@]}"
 # last, as compiling takes the longest (inductor compiles in the warm-up steps)
+step bench_simclr_speedrun_compile $PY -m sslbook bench simclr "${SPEED[@]}" --compile
 for m in simclr byol moco_v2; do
   step "bench_${m}_compile" $PY -m sslbook bench "$m" "${COMMON[@]}" --compile
 done

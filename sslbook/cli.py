@@ -1,15 +1,17 @@
 """Command line: ``python -m sslbook {list,train,eval,bench}``.
 
     python -m sslbook list
-    python -m sslbook train METHOD [--data NAME|folder:PATH] [--preset tiny|full] [--epochs N]
+    python -m sslbook train METHOD [--data NAME|folder:PATH] [--preset tiny|full|speedrun] [--epochs N]
                                    [--batch-size B] [--max-steps N] [--out DIR] [--resume] [--compile]
-                                   [--data-on auto|device|loader]
+                                   [--data-on auto|device|loader] [--target-knn F]
     python -m sslbook eval CHECKPOINT [--data NAME] [--protocol knn|linear|kmeans|finetune]
     python -m sslbook bench METHOD [--preset P] [--steps N] [--batch-size B] [--backbone NAME]
                                    [--data NAME|random] [--warmup W] [--compile] [--data-on auto|device|loader]
 
-``train`` prints, as its last line, one JSON object with the method, epochs and the metrics
-(``knn_top1``, ``linear_top1``: fractions in [0, 1]). ``--epochs 0`` evaluates the untrained backbone,
+``train`` prints, as its last line, one JSON object with the method, epochs, the training seconds and the
+metrics (``knn_top1``, ``linear_top1``: fractions in [0, 1]); with a kNN target (``--target-knn``, the
+``speedrun`` preset) also ``target_reached``: the monitor entry (epoch, training seconds, kNN) at which the
+run reached it, or null. ``--epochs 0`` evaluates the untrained backbone,
 the random-init baseline. Under ``torchrun --nproc_per_node=K`` the same command trains with DDP:
 ``--batch-size B`` is the global batch (B/K images per process, B a multiple of K) and the learning rate
 is ``--lr`` × B / 256 whatever K is.
@@ -38,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("method", help=f"one of: {', '.join(list_methods())}")
     t.add_argument("--data", help="shapes (default at tiny), cifar10, cifar100, stl10, imagenet or folder:PATH")
     t.add_argument("--download", action="store_true", help="let torchvision fetch CIFAR/STL-10 into the data folder")
-    t.add_argument("--preset", choices=sorted(PRESETS), help="tiny (CPU, minutes) or full (paper scale); default $SSLBOOK_PRESET or tiny")
+    t.add_argument("--preset", choices=sorted(PRESETS),
+                   help="tiny (CPU, minutes), full (paper scale) or speedrun (CIFAR-10 to a kNN target against the clock); "
+                        "default $SSLBOOK_PRESET or tiny")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int,
                    help="the global batch B of one step over all processes: under torchrun --nproc_per_node=K each "
@@ -56,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the backbone, heads and momentum copies")
     t.add_argument("--data-on", choices=["auto", "device", "loader"],
                    help="batches drawn on the device from images held there, or by a DataLoader (default auto)")
+    t.add_argument("--target-knn", type=float, dest="target_knn",
+                   help="stop once the kNN monitor reads this top-1 (a fraction; needs the monitor, on at every preset)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a method argument, e.g. --set temperature=0.2 (value parsed as JSON when it can be)")
 
@@ -119,7 +125,8 @@ def _train(args) -> int:
     from sslbook.trainer import run
 
     overrides = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "base_lr", "backbone", "max_steps",
-                                                "num_workers", "seed", "grad_clip", "out", "progress", "compile", "data_on")}
+                                                "num_workers", "seed", "grad_clip", "out", "progress", "compile", "data_on",
+                                                "target_knn")}
     cfg = resolve(args.method, args.preset, resume=args.resume or None, method_kwargs=_parse_set(args.set), **overrides)
     if args.download:
         from sslbook.data import load_dataset
@@ -131,7 +138,10 @@ def _train(args) -> int:
     if dist.is_main():
         print(json.dumps({"method": cfg.method, "preset": cfg.preset, "data": cfg.data, "backbone": cfg.backbone,
                           "epochs": cfg.epochs, "steps": len(result.history) and result.history[-1]["step"],
-                          "checkpoint": str(result.checkpoint) if result.checkpoint else None, **result.metrics}))
+                          "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                          "train_seconds": round(result.train_seconds, 2), **result.metrics,
+                          **({"target_knn": cfg.target_knn, "target_reached": result.target_reached}
+                             if cfg.target_knn is not None else {})}))
     dist.cleanup()
     return 0
 

@@ -59,6 +59,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_flag(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every process (a decision only rank 0 can take, e.g. from its kNN monitor)."""
+    if not is_distributed():
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over processes (a copy; ``x`` itself is unchanged)."""
     if not is_distributed():

@@ -67,8 +67,18 @@ class TrainResult:
     train_seconds: float = 0.0  # wall-clock seconds of the training epochs (summed over resumes; no evaluation)
     steps: int = 0  # optimiser steps taken
     # the learning curve (``monitor_knn``): one dict per epoch boundary, epoch 0 = at initialisation:
-    # {"epoch", "step", "images" (drawn so far), "train_seconds" (so far), "knn_top1" (on the monitor subsets)}
+    # {"epoch", "step", "images" (drawn so far), "train_seconds" (so far), "knn_top1" (on the monitor subsets),
+    # "eval_seconds" (what that kNN check took, not counted in train_seconds)}
     monitor: list[dict] = field(default_factory=list)
+
+    @property
+    def target_reached(self) -> dict | None:
+        """A speed run's result (``target_knn``): the first monitor entry at or above the target, whose
+        ``train_seconds`` is the time to the target; None if the run has no target or never reached it."""
+        target = self.config.target_knn
+        if target is None:
+            return None
+        return next((m for m in self.monitor if m["knn_top1"] >= target), None)
 
     @property
     def images_seen(self) -> int:
@@ -386,6 +396,11 @@ def train_step(s: TrainSetup, batch, step: int, epoch: int, log: StepLog) -> dic
 
 
 def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
+    if not (isinstance(cfg.monitor_every, int) and cfg.monitor_every >= 1):
+        raise ValueError(f"monitor_every is the number of epochs between kNN checks (an int >= 1), got {cfg.monitor_every!r}")
+    if cfg.target_knn is not None and cfg.monitor_knn <= 0:
+        raise ValueError(f"target_knn={cfg.target_knn} stops the run when the kNN monitor reaches it, but the monitor is "
+                         "off (monitor_knn=0): give monitor_knn the number of labelled images of its bank")
     s = setup(cfg)
     main, world, method, optimizer, info = dist.is_main(), s.world, s.method, s.optimizer, s.info
     steps_per_epoch, total_steps = s.steps_per_epoch, s.total_steps
@@ -435,14 +450,23 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
     monitor = _Monitor(cfg) if cfg.monitor_knn > 0 and main and start_epoch < cfg.epochs and step < total_steps else None
 
     def watch(epoch: int) -> None:
-        if monitor is not None:
-            monitor_log.append(dict(epoch=epoch, step=step, images=step * cfg.batch_size,
-                                    train_seconds=train_seconds, knn_top1=monitor(method.backbone)))
+        # every monitor_every epochs, and after the last one
+        if monitor is not None and (epoch % cfg.monitor_every == 0 or epoch >= cfg.epochs or step >= total_steps):
+            t = time.perf_counter()
+            knn = monitor(method.backbone)
+            monitor_log.append(dict(epoch=epoch, step=step, images=step * cfg.batch_size, train_seconds=train_seconds,
+                                    knn_top1=knn, eval_seconds=time.perf_counter() - t))
+
+    def reached() -> bool:
+        # a speed run stops once the monitor reads its target: rank 0 (which alone monitors) decides for all
+        hit = cfg.target_knn is not None and bool(monitor_log) and monitor_log[-1]["knn_top1"] >= cfg.target_knn
+        return dist.broadcast_flag(hit) if cfg.target_knn is not None else False
 
     if monitor is not None and step == 0 and not monitor_log:
         watch(0)  # the curve starts at the random initialisation
+    stopped = reached()  # a resumed speed run that had reached its target trains no further
     for epoch in range(start_epoch, cfg.epochs):
-        if step >= total_steps:
+        if step >= total_steps or stopped:
             break
         s.set_epoch(epoch)
         s.model.train()
@@ -466,10 +490,16 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         save(done_epochs)
         for cb in callbacks:
             cb(epoch + 1, method, history)
+        stopped = reached()
+        if stopped and main:
+            m = monitor_log[-1]
+            print(f"{cfg.method}: kNN top-1 {m['knn_top1']:.4f} >= target {cfg.target_knn} after epoch {done_epochs}, "
+                  f"{m['train_seconds']:.1f} s of training: stopping", file=sys.stderr)
 
     # A finished run whose checkpoint holds metrics of the same evaluation settings is not evaluated again
     # (the same decision on every process, since each loaded the same checkpoint).
-    reuse = bool(metrics) and start_epoch >= min(cfg.epochs, math.ceil(total_steps / steps_per_epoch))
+    finished_before = start_epoch >= min(cfg.epochs, math.ceil(total_steps / steps_per_epoch)) or (stopped and done_epochs == start_epoch)
+    reuse = bool(metrics) and finished_before
     if reuse and main:
         print(f"{cfg.method}: the checkpoint is finished and evaluated; reusing its metrics", file=sys.stderr)
     elif main:

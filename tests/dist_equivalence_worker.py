@@ -94,6 +94,10 @@ seen = res.method.seen
 result["epochs"] = [sum(seen[a:b], []) for a, b in zip([0, *epoch_ends[:-1]], epoch_ends)]
 result["first_lr"] = res.history[0]["lr"]
 result["steps"] = res.steps
+# a kNN target met at the initialisation: only rank 0 monitors, and its decision stops both processes
+hit = train("index_recorder", batch_size=16, epochs=2, **{**common, "monitor_knn": 32, "target_knn": 0.0})
+result["target"] = dict(steps=hit.steps, monitor_epochs=[m["epoch"] for m in hit.monitor],
+                        reached=hit.target_reached is not None)
 try:
     train("index_recorder", batch_size=15, epochs=1, **common)
     result["odd_batch_error"] = None

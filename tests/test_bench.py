@@ -204,6 +204,19 @@ def test_cli_bench_prints_a_table_and_a_json_line(capsys):
     assert math.isfinite(r["final_loss"])
 
 
+def test_bench_times_the_speedrun_recipe(capsys):
+    """The speed run's clock is the training step of its recipe (LARS, its batch, CIFAR-shaped images): bench
+    measures it on random images of that shape; a CPU-sized form here, the GPU figure in gpu_check.sh."""
+    from sslbook.cli import main
+
+    assert main(["bench", "simclr", "--preset", "speedrun", "--steps", "2", "--warmup", "1", "--backbone",
+                 "convnet_small", "--data", "random", "--images", "64", "--batch-size", "16", "--workers", "0"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (r["preset"], r["image_size"], r["batch_size"], r["data"]) == ("speedrun", 32, 16, "random")
+    assert _finite_positive(r["images_per_s"], r["seconds_per_epoch"])
+    assert main(["bench", "rotnet", "--preset", "speedrun", "--steps", "1"]) == 2  # no speedrun recipe: a clear error
+
+
 def test_bench_on_the_device_path_counts_the_flops_of_a_step():
     from sslbook.benchmarks import bench
 

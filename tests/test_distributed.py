@@ -242,7 +242,8 @@ def test_a_two_process_step_equals_a_one_process_step_on_the_whole_batch(equival
     assert not torch.allclose(per_process[0]["backbone.conv1.1.running_mean"], per_process[1]["backbone.conv1.1.running_mean"])
 
 
-def test_the_trainer_under_torchrun_reseeds_the_sampler_scales_lr_by_the_global_batch_and_refuses_odd_batches(equivalence_run):
+def test_the_trainer_under_torchrun_reseeds_the_sampler_scales_lr_by_the_global_batch_refuses_odd_batches_and_stops_at_a_target(
+        equivalence_run):
     _, r0, r1 = equivalence_run
     assert r0["steps"] == r1["steps"] == 2 * 64 // 16  # 2 epochs of 64 images, global batch 16
     for e in range(2):
@@ -254,3 +255,6 @@ def test_the_trainer_under_torchrun_reseeds_the_sampler_scales_lr_by_the_global_
     assert r0["first_lr"] == r1["first_lr"] == pytest.approx(0.32 * 16 / 256)  # the global batch, not 16 / 2
     for r in (r0, r1):
         assert "global batch size 15" in r["odd_batch_error"] and "not divisible by the 2 processes" in r["odd_batch_error"]
+    # a speed run's stop is rank 0's decision (it alone runs the kNN monitor), taken by both processes
+    assert r0["target"] == dict(steps=0, monitor_epochs=[0], reached=True)
+    assert r1["target"] == dict(steps=0, monitor_epochs=[], reached=False)

@@ -70,6 +70,57 @@ def test_knn_monitor_records_a_learning_curve_without_changing_training(small, t
     assert train("supervised", out=str(tmp_path), epochs=3, monitor_knn=64, resume=True, **cfg).monitor == curve
 
 
+def test_a_speed_run_stops_at_its_knn_target_and_a_resumed_one_trains_no_further(small, tmp_path, capsys, monkeypatch):
+    """``target_knn``: the kNN monitor (every ``monitor_every`` epochs, and after the last) stops the run once it
+    reads the target; ``target_reached`` is that entry, its ``train_seconds`` the time to the target."""
+    from sslbook.cli import main
+
+    cfg = {k: v for k, v in small.items() if k != "epochs"}
+    free = train("supervised", epochs=4, monitor_knn=64, monitor_every=3, target_knn=1.01, **cfg)  # out of reach
+    assert [m["epoch"] for m in free.monitor] == [0, 3, 4] and free.target_reached is None
+    assert all(m["eval_seconds"] > 0 for m in free.monitor)
+    at_init, at_3 = free.monitor[0]["knn_top1"], free.monitor[1]["knn_top1"]
+    assert at_3 > at_init  # so a target of at_3 is not met at the initialisation, and is met at epoch 3
+    steps_per_epoch = free.steps // 4
+
+    run = train("supervised", out=str(tmp_path), epochs=4, monitor_knn=64, monitor_every=3, target_knn=at_3, **cfg)
+    assert run.steps == 3 * steps_per_epoch and [m["epoch"] for m in run.monitor] == [0, 3]
+    assert run.target_reached == run.monitor[-1] and run.target_reached["knn_top1"] == pytest.approx(at_3)
+    assert run.target_reached["train_seconds"] == pytest.approx(run.train_seconds)
+    assert f"after epoch 3, {run.train_seconds:.1f} s of training: stopping" in capsys.readouterr().err
+    assert ckpt_io.load(tmp_path / "last.pt")["epoch"] == 3
+    again = train("supervised", out=str(tmp_path), epochs=4, monitor_knn=64, monitor_every=3, target_knn=at_3,
+                  resume=True, **cfg)
+    assert again.steps == run.steps and torch.equal(_params(again.method), _params(run.method))
+    assert again.metrics == run.metrics and again.target_reached == run.target_reached
+    # the CLI prints the time to the target in its JSON line; without the monitor a target is refused
+    with pytest.raises(ValueError, match="monitor_knn"):
+        train("supervised", epochs=1, monitor_knn=0, target_knn=0.5, **cfg)
+    with pytest.raises(ValueError, match="monitor_every"):
+        train("supervised", epochs=1, monitor_knn=64, monitor_every=0, **cfg)
+    monkeypatch.setenv("SSLBOOK_DATA", small["data_kwargs"]["root"])
+    assert main(["train", "supervised", "--epochs", "1", "--batch-size", "64", "--no-progress", "--target-knn", "0.0",
+                 "--backbone", "convnet_small"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["target_knn"] == 0.0 and last["target_reached"]["epoch"] == 0  # met at the initialisation: no training
+    assert last["steps"] == 0 and last["train_seconds"] == 0
+
+
+def test_the_speedrun_preset_names_its_protocol_and_only_methods_with_a_recipe_run_at_it(monkeypatch):
+    from sslbook.config import SPEEDRUN_TARGET, current_preset
+
+    c = resolve("simclr", "speedrun")
+    assert (c.data, c.backbone, c.image_size, c.batch_size, c.knn_k) == ("cifar10", "resnet18_cifar", 32, 512, 200)
+    assert c.target_knn == SPEEDRUN_TARGET == 0.90 and c.eval_protocols == ("knn",)
+    assert c.monitor_knn >= 50000 and c.monitor_every >= 1  # the whole training set as the bank
+    assert c.optimizer == "lars" and c.sync_bn
+    with pytest.raises(ValueError, match="no 'speedrun' recipe.*simclr"):
+        resolve("rotnet", "speedrun")
+    monkeypatch.setenv("SSLBOOK_PRESET", "speedrun")
+    with pytest.raises(ValueError, match="not a preset of the book"):
+        current_preset()
+
+
 class WithExtra(Supervised):
     """Supervised plus a method-specific measurement, counted so the test sees when it runs."""
 
