@@ -259,7 +259,12 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device, sync_bn: bool = Fals
     if sync_bn:
         module = sync_batchnorm(module, device)
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    # broadcast_buffers=False: DDP would otherwise send rank 0's buffers before every forward, MoCo's 65,536-key
+    # queue (33 MB) and InstDisc/PIRL's 50,000-slot memory bank (26 MB) among them. The methods keep their own
+    # buffers equal on every process (the keys and bank updates are all-gathered, DINO's centre is a global
+    # mean; tests/test_distributed.py checks a step), and BN's running statistics are per process by design
+    # unless sync_bn (rank 0's are the ones checkpointed and evaluated).
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
 def cleanup() -> None:

@@ -58,6 +58,25 @@ for case in E.CASES:
     result["cases"][case] = {"loss": float(dist.all_reduce_mean(torch.tensor(outputs["loss"])))}
     torch.save(E.state(method), out_dir / f"{case}_rank{rank}.pt")
 
+# 1b. wrap_ddp leaves out DDP's per-step buffer broadcast: the methods keep their buffers equal themselves. Three
+# MoCo v2 steps (the queue, its pointer, the key encoder move every step), then every state entry but the
+# per-process BN statistics compared across the processes.
+cfg, method = E.build("moco_v2")
+model = dist.wrap_ddp(method, device, sync_bn=cfg.sync_bn)
+assert not model.broadcast_buffers
+for i in range(3):
+    views, labels = E.share(*E.batch(method), rank)
+    E.step(model, method, cfg, views, labels, shuffle_seed=i)
+unequal = []
+for key, value in method.state_dict().items():
+    if E.is_bn_statistic(key) or key.endswith("num_batches_tracked"):
+        continue
+    both = dist.all_gather(value.detach().double().reshape(1, -1))
+    if not torch.equal(both[0], both[1]):
+        unequal.append(key)
+result["moco_unequal_after_3_steps"] = unequal
+result["moco_queue_ptr_after_3_steps"] = int(method.queue.ptr)
+
 # 2. The trainer: sampler, learning-rate rule, batch refusal.
 from sslbook.methods import Method, register  # noqa: E402
 from sslbook.trainer import train  # noqa: E402

@@ -237,6 +237,10 @@ def test_a_two_process_step_equals_a_one_process_step_on_the_whole_batch(equival
     # … the keys were shuffled by rank 0's permutation: another permutation gives other keys …
     other, _, _, _ = _reference("moco_v2", shuffle_seed=7)
     assert _compare([torch.load(out_dir / f"moco_v2_rank{r}.pt") for r in (0, 1)], other, True)[0] > 100 * ATOL
+    # … over several steps without DDP's buffer broadcast, the queue, its pointer and the key encoder stay equal on
+    # both processes (each enqueues the all-gathered keys)
+    for r in (r0, r1):
+        assert r["moco_unequal_after_3_steps"] == [] and r["moco_queue_ptr_after_3_steps"] == 3 * E.BATCH % 32
     # … and each process's BN statistics are those of its own half (per-process BN, as the recipe has it)
     per_process = [torch.load(out_dir / f"moco_v2_rank{r}.pt") for r in (0, 1)]
     assert not torch.allclose(per_process[0]["backbone.conv1.1.running_mean"], per_process[1]["backbone.conv1.1.running_mean"])
