@@ -194,8 +194,12 @@ class ImageFolderDataset(Dataset):
 def load_folder(root: Path, split: str, image_size: int, name: str = "folder") -> ImageFolderDataset:
     """``root/train`` for ``train``; ``root/val`` (or ``root/test``) for ``test``."""
     if not root.is_dir():
+        how = ("\nImageNet cannot be downloaded automatically: after accepting its terms at https://image-net.org/download.php, "
+               "get ILSVRC2012's train and validation archives and unpack them as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG "
+               "(the validation images sorted into class folders), or point to an existing copy with --data folder:PATH "
+               "or $SSLBOOK_DATA." if name == "imagenet" else "")
         raise DataError(
-            f"{name} not found: expected a folder {root} with train/ and val/ inside, one sub-folder per class."
+            f"{name} not found: expected a folder {root} with train/ and val/ inside, one sub-folder per class." + how
         )
     sub = {"train": ["train"], "test": ["val", "test"]}.get(split)
     if sub is None:
