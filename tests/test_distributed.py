@@ -262,3 +262,24 @@ def test_the_trainer_under_torchrun_reseeds_the_sampler_scales_lr_by_the_global_
     # a speed run's stop is rank 0's decision (it alone runs the kNN monitor), taken by both processes
     assert r0["target"] == dict(steps=0, monitor_epochs=[0], reached=True)
     assert r1["target"] == dict(steps=0, monitor_epochs=[], reached=False)
+
+
+def test_every_method_trains_under_torchrun_and_its_replicas_stay_equal(tmp_path, shapes_root):
+    """Every registered method, at its tiny recipe, takes 2 DDP steps on 2 gloo processes through the trainer
+    (each process on its half of a global batch of 16): no error (e.g. DDP's unused parameters), the weights
+    moved, and both processes end with the same state (BN running statistics aside: per process by design)."""
+    from sslbook.methods import list_methods
+
+    _torchrun("dist_methods_worker.py", tmp_path, shapes_root)
+    r0, r1 = (json.loads((tmp_path / f"methods_rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    for r in (r0, r1):
+        assert sorted(r["errors"]) == sorted(list_methods())
+        assert {m: e for m, e in r["errors"].items() if e} == {}
+        assert set(r["steps"].values()) == {2}
+    for name in list_methods():
+        assert r0["moved"][name] > 1e-4, name  # the steps changed the weights …
+        a, b = r0["checksums"][name], r1["checksums"][name]
+        assert a.keys() == b.keys()
+        unequal = [k for k in a if a[k] != pytest.approx(b[k], rel=1e-6, abs=1e-6)]
+        assert unequal == [], (name, unequal[:5])  # … in the same way on both processes
