@@ -10,8 +10,10 @@
 #   bench_simclr_loader.txt                  the same for SimCLR on the DataLoader path (for comparison)
 #   bench_{simclr,byol,moco_v2}_compile.txt  with --compile
 #   bench_simclr_speedrun{,_compile}.txt      the speed run's recipe (--preset speedrun: LARS, batch 512, 32 px):
-#                                            its seconds per 50,000-image epoch × its 500 epochs bound the time to
-#                                            90% kNN (the accuracy itself needs real CIFAR-10, not random images)
+#                                            its seconds per 50,000-image epoch (× 500 epochs: the whole schedule)
+#   train_simclr_speedrun_random.txt         the speed run through the trainer for 5 epochs on noise of CIFAR-10's
+#                                            shape, compiled: train_seconds (compilation in the first epoch) and
+#                                            the kNN checks' seconds (the accuracy needs real CIFAR-10)
 #   peer_lightly.txt                         benchmarks/peer_lightly.py for the three methods (if lightly imports)
 #   pytest_bench.txt                         tests/test_bench.py on this machine (its GPU branches run here)
 #   status.txt                               the exit status of every command
@@ -19,7 +21,8 @@
 #                                            benchmarks/results/ and chapter 11 shows them with their hardware
 # Environment: PYTHON (default python), STEPS (timed steps, default 50), LIMIT (seconds per command, default 300),
 # EXTRA (more arguments for every bench and peer command, e.g. "--backbone convnet_small --batch-size 32
-# --images 256" for a dry run on a CPU), SKIP_INSTALL=1 (do not run pip install).
+# --images 256" for a dry run on a CPU), TRAIN_EXTRA (the same for the train command, e.g. "--backbone convnet_small
+# --batch-size 32 --max-steps 2"), SKIP_INSTALL=1 (do not run pip install).
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -38,8 +41,11 @@ step() {  # step NAME COMMAND...: run with a time limit, output to OUT/NAME.txt,
   local rc=$?
   echo "   exit $rc" | tee -a "$OUT/status.txt"
   tail -n 1 "$OUT/$name.txt" | cut -c1-300
-  # a bench's last line is one JSON object: kept as NAME.json, the form chapter 11 reads from benchmarks/results/
-  if [ "$rc" = 0 ] && tail -n 1 "$OUT/$name.txt" | grep -q '^{'; then tail -n 1 "$OUT/$name.txt" > "$OUT/$name.json"; fi
+  # a bench's (or the peer script's) last line is one JSON object: kept as NAME.json, the form chapter 11 reads
+  # from benchmarks/results/ (train's JSON line stays in NAME.txt)
+  if [ "$rc" = 0 ] && tail -n 1 "$OUT/$name.txt" | grep -q '^{.*"\(images_per_s\|rows\)"'; then
+    tail -n 1 "$OUT/$name.txt" > "$OUT/$name.json"
+  fi
 }
 
 { nvidia-smi || echo "nvidia-smi not found"; } > "$OUT/nvidia-smi.txt" 2>&1
@@ -65,6 +71,9 @@ SPEED=(--preset speedrun --data random --steps "$STEPS" --warmup 10 "${EXTRA_ARG
 step bench_simclr_speedrun $PY -m sslbook bench simclr "${SPEED[@]}"
 # last, as compiling takes the longest (inductor compiles in the warm-up steps)
 step bench_simclr_speedrun_compile $PY -m sslbook bench simclr "${SPEED[@]}" --compile
+read -r -a TRAIN_EXTRA_ARGS <<< "${TRAIN_EXTRA:-}"
+step train_simclr_speedrun_random $PY -m sslbook train simclr --preset speedrun --data random --epochs 5 --compile \
+  --no-progress "${TRAIN_EXTRA_ARGS[@]}"
 for m in simclr byol moco_v2; do
   step "bench_${m}_compile" $PY -m sslbook bench "$m" "${COMMON[@]}" --compile
 done

@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from sslbook.data.noise import random_dataset  # noqa: F401 (bench's --data random; re-exported)
+
 
 def hardware() -> str:
     """One line naming the device the figures were measured on."""
@@ -59,19 +61,6 @@ def peak_bf16_flops(device_name: str | None) -> float | None:
         if device_name and re.search(pattern, device_name):
             return peak
     return None
-
-
-def random_dataset(n: int = EPOCH_IMAGES, image_size: int = 32, num_classes: int = 10, seed: int = 0):
-    """``n`` random uint8 images of shape 3×size×size (CIFAR's by default) with random labels, in memory."""
-    from sslbook.data.base import DataInfo, TensorImageDataset
-
-    if not (isinstance(n, int) and n > 0):
-        raise ValueError(f"the number of random images must be a positive integer, got {n!r}")
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, num_classes, (n,), generator=g)
-    info = DataInfo("random", [str(i) for i in range(num_classes)], image_size)
-    return TensorImageDataset(images, labels, info)
 
 
 def step_flops(s, batch) -> int:

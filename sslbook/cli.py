@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a method, evaluate it, print a JSON line of metrics")
     t.add_argument("method", help=f"one of: {', '.join(list_methods())}")
-    t.add_argument("--data", help="shapes (default at tiny), cifar10, cifar100, stl10, imagenet or folder:PATH")
+    t.add_argument("--data", help="shapes (default at tiny), cifar10, cifar100, stl10, imagenet, folder:PATH, or random "
+                                  "(noise of CIFAR-10's shape: to time a recipe where its data is missing)")
     t.add_argument("--download", action="store_true", help="let torchvision fetch CIFAR/STL-10 into the data folder")
     t.add_argument("--preset", choices=sorted(PRESETS),
                    help="tiny (CPU, minutes), full (paper scale) or speedrun (CIFAR-10 to a kNN target against the clock); "
@@ -140,7 +141,9 @@ def _train(args) -> int:
                           "epochs": cfg.epochs, "steps": len(result.history) and result.history[-1]["step"],
                           "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                           "train_seconds": round(result.train_seconds, 2), **result.metrics,
-                          **({"target_knn": cfg.target_knn, "target_reached": result.target_reached}
+                          **({"target_knn": cfg.target_knn, "target_reached": result.target_reached,
+                              "knn_checks": len(result.monitor),
+                              "knn_check_seconds": round(sum(m.get("eval_seconds", 0.0) for m in result.monitor), 2)}
                              if cfg.target_knn is not None else {})}))
     dist.cleanup()
     return 0

@@ -280,3 +280,20 @@ def test_cli_train_takes_the_speed_options(monkeypatch):
     assert seen["cfg"].compile is True and seen["cfg"].data_on == "loader"
     with pytest.raises(SystemExit):
         _parser().parse_args(["train", "simclr", "--data-on", "gpu"])
+
+
+def test_the_speed_run_trains_end_to_end_on_noise_of_cifars_shape(tmp_path, capsys):
+    """``--data random`` lets the speed run's whole loop (views, LARS, the kNN monitor and its target) run where
+    CIFAR-10 is missing: the per-epoch time is real, the accuracy is chance and the target is not reached."""
+    from sslbook.data import load_dataset
+    from sslbook.trainer import train
+
+    tr, te = load_dataset("random", "train", n_train=40), load_dataset("random", "test", n_test=20)
+    assert (len(tr), len(te), tr[0][0].shape, tr[0][0].dtype) == (40, 20, (3, 32, 32), torch.uint8)
+    assert not torch.equal(tr[0][0], te[0][0])  # other images for the test split
+    run = train("simclr", "speedrun", data="random", data_kwargs=dict(n_train=64, n_test=32), backbone="convnet_small",
+                batch_size=16, epochs=2, num_workers=0, progress=False, out=str(tmp_path))
+    assert run.config.target_knn == 0.9 and run.target_reached is None  # noise: nothing to find
+    assert [m["epoch"] for m in run.monitor] == [0, 2]  # every 10 epochs, and after the last
+    assert run.steps == 2 * 64 // 16 and run.train_seconds > 0
+    assert set(run.metrics) == {"knn_top1"}  # the speed run's protocol: kNN only

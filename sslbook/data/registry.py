@@ -9,6 +9,7 @@ name            what                                                    pre-trai
 ``stl10``       STL-10, 96×96, with its 100k unlabelled images          unlabeled
 ``imagenet``    ``data/imagenet/{train,val}/<class>/*``                 train
 ``folder:PATH`` any ``PATH/{train,val}/<class>/*``                      train
+``random``      uniform noise, random labels, CIFAR-10's shape: timing  train
 ==============  ======================================================  ============
 
 Files live under :data:`DATA_ROOT`: ``$SSLBOOK_DATA`` if set, else the repository's ``data/`` folder.
@@ -23,7 +24,7 @@ from sslbook.data.base import DataError
 _REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 DATA_ROOT = Path(os.environ.get("SSLBOOK_DATA", _REPO_DATA if _REPO_DATA.is_dir() else Path.home() / ".cache" / "sslbook" / "data"))
 
-NAMES = ("shapes", "cifar10", "cifar100", "stl10", "imagenet")
+NAMES = ("shapes", "cifar10", "cifar100", "stl10", "imagenet", "random")
 
 
 def available() -> list[str]:
@@ -49,6 +50,10 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
         if split not in ("train", "test"):
             raise DataError(f"shapes has splits 'train' and 'test', not {split!r}")
         return load_shapes(split, root, image_size=image_size or 32, **kwargs)
+    if name == "random":
+        from sslbook.data.noise import load_random
+
+        return load_random(split, image_size=image_size or 32, **kwargs)
     if name in ("cifar10", "cifar100"):
         from sslbook.data.real import load_cifar
 
