@@ -315,9 +315,14 @@ RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.2, mlp_hidden=2048, bn_splits=8)),
     },
     "moco_v3": {
-        # Tiny: the book's convnet (the issue allows a ViT or a ResNet backbone); full: vit_small.
+        # Tiny: the book's convnet (the issue allows a ViT or a ResNet backbone); full: vit_small. SimCLR's tiny
+        # optimiser and crops of 20–100%, BYOL's asymmetric views without the blur (32-px images, as for every tiny
+        # recipe), solarisation kept. Random init: kNN 40.5% / linear 68.7%. Measured on the shared 2-core CPU, seed 0:
+        # the paper's views (crops of 8–100%, blur 1.0 / 0.1) 42.8% / 69.2%; crops of 20–100% without blur (this
+        # recipe) 49.3% / 75.0%; without the solarisation too 49.9% / 76.6%.
         "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
-                     method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=512, dim=128)),
+                     method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=512, dim=128, crop_scale=(0.2, 1.0),
+                                        blur_p=(0.0, 0.0))),
         # Full: Chen, Xie & He 2021, ViT-S/16 on ImageNet at 224 px (kNN with k = 20, as DINO reports it):
         # AdamW lr 1.5e-4 × batch/256, wd 0.1, batch 4096, 300 epochs,
         # 40 warm-up epochs, τ = 0.2, m from 0.99 to 1 (cosine), MLPs 4096-d hidden, 256-d output.
