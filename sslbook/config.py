@@ -339,9 +339,12 @@ RECIPES["mae"] = {
     # Tiny: a 0.45 M-parameter ViT (patch 8 → 16 patches of a 32×32 image) on the generated shapes; AdamW
     # with MAE's betas (0.9, 0.95) and weight decay 0.05, a higher learning rate than the paper's because
     # the run is a few hundred steps, 2 warm-up epochs, light decoder (width 64, 2 blocks), 75% masking.
+    # The representation is the average of the patch tokens (pool="mean", as MAE fine-tunes): read at the [CLS]
+    # token, the tiny run's kNN / linear probe were 16.4% / 22.4%, below the random ViT's 17.5% / 22.8%; mean-pooled
+    # 19.4% / 27.4% against the random ViT's mean-pooled 17.3% / 20.3% (shared 2-core CPU, seed 0).
     "tiny": dict(backbone="vit_tiny", optimizer="adamw", base_lr=1e-3, weight_decay=0.05, epochs=20,
                  warmup_epochs=2, method_kwargs=dict(mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
-                                                     decoder_heads=4, norm_pix_loss=True)),
+                                                     decoder_heads=4, norm_pix_loss=True, pool="mean")),
     # Full, CIFAR-10 at 32 px: ViT-S (width 384, 12 blocks, 6 heads) with 4×4 patches, after the public
     # small-scale MAE recipe of IcarusWizard/MAE (ViT on CIFAR-10: 2000 epochs, 200 warm-up epochs, because
     # CIFAR-10 has 50k images against ImageNet's 1.28 M; batch 4096) with the paper's optimiser: AdamW,
@@ -351,7 +354,7 @@ RECIPES["mae"] = {
     "full": dict(backbone="vit_small_p4", optimizer="adamw", base_lr=1.5e-4, weight_decay=0.05, epochs=2000,
                  warmup_epochs=200, batch_size=4096, min_lr_ratio=0.0,
                  method_kwargs=dict(mask_ratio=0.75, decoder_dim=512, decoder_depth=8, decoder_heads=16,
-                                    norm_pix_loss=True)),
+                                    norm_pix_loss=True, pool="mean")),
 }
 
 # Chapter 3: reconstruction and colour.

@@ -134,6 +134,20 @@ def test_mae_rejects_bad_input():
         MAE(build_backbone("convnet_small", INFO), INFO, 32)
     with pytest.raises(ValueError, match="divisible"):
         MAE(build_backbone("vit_tiny", INFO), INFO, 30)
+    with pytest.raises(ValueError, match="pool"):
+        MAE(build_backbone("vit_tiny", INFO), INFO, 32, pool="max")
+
+
+def test_mae_representation_is_the_patch_tokens_average_unless_asked_for_cls():
+    """What every protocol reads from an MAE backbone: by default the mean of the encoder's patch tokens (the
+    [CLS] token is trained only through the decoder's attention); pool="cls" gives the [CLS] token."""
+    x = torch.rand(2, 3, 32, 32)
+    mae = MAE(build_backbone("vit_tiny", INFO), INFO, 32, decoder_dim=32, decoder_depth=1, decoder_heads=2).eval()
+    tokens = mae.backbone.forward_tokens(x)  # N×(1+L)×D
+    assert torch.allclose(mae.backbone(x), tokens[:, 1:].mean(1), atol=1e-6)
+    cls = MAE(build_backbone("vit_tiny", INFO), INFO, 32, decoder_dim=32, decoder_depth=1, decoder_heads=2, pool="cls").eval()
+    cls.load_state_dict(mae.state_dict())
+    assert torch.allclose(cls.backbone(x), tokens[:, 0], atol=1e-6)
 
 
 def test_cli_smoke(tmp_path):

@@ -61,17 +61,23 @@ class MAE(Method):
     method_kwargs: mask_ratio (0.75), decoder_dim, decoder_depth, decoder_heads, norm_pix_loss
     (True, the paper's default), mask_token_in_encoder (False; True = the ablation where the encoder
     sees every position with mask tokens at the masked ones, and the decoder gets no extra tokens),
-    crop_scale (MAE uses random resized crops of scale 0.2–1 and flips, nothing else).
+    crop_scale (MAE uses random resized crops of scale 0.2–1 and flips, nothing else), pool: what the
+    backbone's features (the representation every protocol reads) are: ``mean``, the average of the patch
+    tokens, as MAE fine-tunes ("global pooling"; the paper finds it works as well as the class token), or
+    ``cls``, the [CLS] token, which the reconstruction trains only through the decoder's attention.
     """
 
     name = "mae"
     adamw_betas = (0.9, 0.95)  # MAE pre-training, Appendix A.1
 
     def __init__(self, backbone, info, image_size, mask_ratio=0.75, decoder_dim=128, decoder_depth=2,
-                 decoder_heads=4, norm_pix_loss=True, mask_token_in_encoder=False, crop_scale=(0.2, 1.0)):
+                 decoder_heads=4, norm_pix_loss=True, mask_token_in_encoder=False, crop_scale=(0.2, 1.0), pool="mean"):
         super().__init__(backbone, info, image_size)
         if not hasattr(backbone, "forward_tokens") or not hasattr(backbone, "patch_size"):
             raise ValueError("mae needs a ViT backbone (forward_tokens, patch_size): use backbone=vit_tiny, vit_small or vit_base")
+        if pool not in ("mean", "cls"):
+            raise ValueError(f"mae's pool must be 'mean' (the patch tokens' average) or 'cls', got {pool!r}")
+        backbone.pool = pool
         p = backbone.patch_size
         if image_size % p:
             raise ValueError(f"mae needs an image size divisible by the patch size {p}; got {image_size}")
