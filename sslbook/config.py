@@ -263,9 +263,11 @@ RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs=dict(temperature=0.5, jitter_strength=0.5, blur_p=0.0)),
         # Speed run (the preset above; NOT YET RUN: no session has had a GPU and CIFAR-10 together). A public SimCLR
         # ResNet-18 run reached 90% kNN in 500 epochs (about 100 min on an A100, ARC.md): the schedule is 500 epochs
-        # and the run stops at the target. solo-learn's CIFAR SimCLR optimiser (scripts/pretrain/cifar/simclr.yaml):
+        # and the run stops at the target. solo-learn's CIFAR SimCLR settings (scripts/pretrain/cifar/simclr.yaml):
         # LARS, lr 0.4 × batch/256, weight decay 1e-4, τ = 0.2 (sharper than the paper's 0.5, better for kNN), with
         # 10 warm-up epochs and cosine decay; colour strength 0.5 and no blur at 32 px as in the paper's CIFAR setting.
+        # Not the same LARS: sslbook's is the SimCLR paper's (trust coefficient η = 0.001, no clipping), solo-learn's
+        # takes η = 0.02 and clips the trust ratio at 1 (LARC). The rate is the first thing to tune on a GPU.
         # Under 10 minutes needs ≤ 1.2 s per 50,000-image epoch with the kNN checks off the clock:
         # `python -m sslbook bench simclr --preset speedrun --data random --compile` measures it.
         "speedrun": dict(optimizer="lars", base_lr=0.4, weight_decay=1e-4, warmup_epochs=10, sync_bn=True,
