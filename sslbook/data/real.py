@@ -4,6 +4,9 @@
 - STL-10: the binary version (``stl10_binary/``), with its 100,000-image unlabelled split memory-mapped.
 - Image folders (ImageNet and ``folder:PATH``): ``train/`` and ``val/`` with one sub-folder per class;
   images are decoded with Pillow, resized (shorter side) and centre-cropped to the preset's image size.
+  The views' random resized crops are then taken from that square, on the device; the papers crop from
+  the full-resolution image, so a small crop here has fewer source pixels (a speed trade: every image
+  is decoded once to a fixed size, and the batch is augmented on the GPU).
 
 A missing data set raises :class:`DataError` naming the path and how to get the files. Nothing here
 downloads anything; ``download=True`` (the CLI's ``--download``) asks torchvision to fetch CIFAR or
