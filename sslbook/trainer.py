@@ -459,8 +459,9 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
 
     def reached() -> bool:
         # a speed run stops once the monitor reads its target: rank 0 (which alone monitors) decides for all
-        hit = cfg.target_knn is not None and bool(monitor_log) and monitor_log[-1]["knn_top1"] >= cfg.target_knn
-        return dist.broadcast_flag(hit) if cfg.target_knn is not None else False
+        if cfg.target_knn is None:
+            return False
+        return dist.broadcast_flag(bool(monitor_log) and monitor_log[-1]["knn_top1"] >= cfg.target_knn)
 
     if monitor is not None and step == 0 and not monitor_log:
         watch(0)  # the curve starts at the random initialisation
