@@ -25,7 +25,9 @@ import json
 import sys
 
 from sslbook.checkpoint import CheckpointError
+from sslbook.config import ConfigError
 from sslbook.data.base import DataError
+from sslbook.trainer import RunInterrupted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,8 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, dest="num_workers")
     t.add_argument("--seed", type=int)
     t.add_argument("--grad-clip", type=float)
-    t.add_argument("--out", help="checkpoint folder (last.pt is written atomically every epoch)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--out", help="checkpoint folder (last.pt is written atomically every epoch); refused if another "
+                                 "run is training there or if it holds a run and neither --resume nor --overwrite is given")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (a resume may change how long the "
+                                                         "run trains and how it is evaluated, nothing else)")
+    t.add_argument("--overwrite", action="store_true", default=None, help="start afresh in an OUT that holds a run, replacing it")
+    t.add_argument("--checkpoint-every", type=int, dest="checkpoint_every",
+                   help="also checkpoint every N optimiser steps inside an epoch (for long epochs)")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the backbone, heads and momentum copies")
     t.add_argument("--data-on", choices=["auto", "device", "loader"],
@@ -90,15 +97,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _parse_set(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs: the value as JSON when it parses (numbers, true/false, lists), as a number when
+    Python reads one (``nan``, ``inf``: refused by the config's validation), else as a string."""
     out = {}
     for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
-            out[k] = v
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
     return out
 
 
@@ -116,8 +128,18 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(args)
         return _eval(args)
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:  # SIGINT / SIGTERM during training: the checkpoint was saved first
+        print(_one_line(e), file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e.args[0] if e.args else e).split("\n"))
 
 
 def _train(args) -> int:
@@ -127,7 +149,7 @@ def _train(args) -> int:
 
     overrides = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "base_lr", "backbone", "max_steps",
                                                 "num_workers", "seed", "grad_clip", "out", "progress", "compile", "data_on",
-                                                "target_knn")}
+                                                "target_knn", "overwrite", "checkpoint_every")}
     cfg = resolve(args.method, args.preset, resume=args.resume or None, method_kwargs=_parse_set(args.set), **overrides)
     if args.download:
         from sslbook.data import load_dataset

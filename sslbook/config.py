@@ -23,6 +23,8 @@ one GPU or eight. ``sync_bn`` asks for BatchNorm over the global batch where the
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -68,7 +70,10 @@ class TrainConfig:
     # global/cross-replica BN; False: each process's own B/K (see sslbook.distributed). No effect on one process.
     sync_bn: bool = False
     out: str | None = None  # checkpoint folder; None = no checkpoints
-    resume: bool = False
+    resume: bool = False  # continue the run in `out` (the settings that define the run must be the same)
+    overwrite: bool = False  # start afresh in an `out` that already holds a run (its last.pt is replaced)
+    # also checkpoint every this many optimiser steps inside an epoch (None: at the end of each epoch only)
+    checkpoint_every: int | None = None
     progress: bool = True
     log_every: int = 10
     # evaluation after training
@@ -509,5 +514,173 @@ def resolve(method: str, preset: str | None = None, **overrides) -> TrainConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
-        raise TypeError(f"unknown training options: {sorted(unknown)}")
-    return TrainConfig(method=method, preset=preset, method_kwargs=method_kwargs, data_kwargs=data_kwargs, **values)
+        raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}; "
+                          f"the options are {', '.join(f.name for f in dataclasses.fields(TrainConfig))}")
+    return validate(TrainConfig(method=method, preset=preset, method_kwargs=method_kwargs, data_kwargs=data_kwargs, **values))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation: every setting of a run is checked here, once, before anything is built or trained.
+# ----------------------------------------------------------------------------------------------------------------
+
+class ConfigError(ValueError):
+    """A setting that cannot give a meaningful run; the message names the option and what it accepts."""
+
+
+# the command-line flag of each TrainConfig field that has one (messages name the flag a user typed)
+CLI_FLAGS = {
+    "data": "--data", "epochs": "--epochs", "batch_size": "--batch-size", "base_lr": "--lr",
+    "backbone": "--backbone", "max_steps": "--max-steps", "num_workers": "--workers", "seed": "--seed",
+    "grad_clip": "--grad-clip", "out": "--out", "data_on": "--data-on", "target_knn": "--target-knn",
+    "checkpoint_every": "--checkpoint-every", "preset": "--preset", "method": "METHOD",
+}
+OPTIMIZERS = ("sgd", "adamw", "lars")
+EVAL_PROTOCOLS = ("knn", "linear", "kmeans")
+
+
+def _name(key: str) -> str:
+    flag = CLI_FLAGS.get(key)
+    return f"{key} ({flag})" if flag and flag != "METHOD" else key
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return _is_number(v) and math.isfinite(v)
+
+
+def _check(ok: bool, key: str, wants: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{_name(key)} must be {wants}, got {value!r}")
+
+
+def validate(cfg: "TrainConfig") -> "TrainConfig":
+    """Check every option of ``cfg`` and every method keyword; raise :class:`ConfigError` naming the first
+    bad one. Returns ``cfg`` (with a ``folder:`` path made absolute, so the run can be evaluated from anywhere).
+
+    Called by :func:`resolve` and by the trainer before it builds anything, so a bad setting never costs a
+    minute of training and never reaches the optimiser (a negative clipping norm, say, would flip the
+    gradients and train uphill)."""
+    from sslbook.methods import REGISTRY, get_method
+
+    _check(isinstance(cfg.method, str) and cfg.method in REGISTRY, "method",
+           f"one of {', '.join(sorted(REGISTRY))}", cfg.method)
+    _check(cfg.preset in PRESETS, "preset", f"one of {', '.join(sorted(PRESETS))}", cfg.preset)
+    _check(isinstance(cfg.data, str) and bool(cfg.data), "data", "a data set name or folder:PATH", cfg.data)
+    if cfg.data.startswith("folder:"):
+        path = cfg.data[len("folder:"):]
+        _check(bool(path), "data", "folder:PATH with a path", cfg.data)
+        cfg.data = "folder:" + str(Path(path).expanduser().resolve())
+    _check(isinstance(cfg.data_kwargs, dict), "data_kwargs", "a dict", cfg.data_kwargs)
+    _check(isinstance(cfg.backbone, str) and bool(cfg.backbone), "backbone", "a backbone name", cfg.backbone)
+    _check(_is_int(cfg.image_size) and cfg.image_size >= 8, "image_size", "an integer >= 8", cfg.image_size)
+    _check(_is_int(cfg.epochs) and cfg.epochs >= 0, "epochs",
+           "an integer >= 0 (0 evaluates the untrained backbone)", cfg.epochs)
+    _check(_is_int(cfg.batch_size) and cfg.batch_size >= 1, "batch_size", "a positive integer", cfg.batch_size)
+    _check(cfg.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}", cfg.optimizer)
+    _check(_finite(cfg.base_lr) and cfg.base_lr > 0, "base_lr", "a finite number > 0", cfg.base_lr)
+    _check(_finite(cfg.min_lr_ratio) and 0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio", "a number in [0, 1]",
+           cfg.min_lr_ratio)
+    _check(_finite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", "a finite number >= 0",
+           cfg.weight_decay)
+    _check(_finite(cfg.momentum) and 0 <= cfg.momentum < 1, "momentum", "a number in [0, 1)", cfg.momentum)
+    _check(_finite(cfg.warmup_epochs) and cfg.warmup_epochs >= 0, "warmup_epochs", "a finite number >= 0",
+           cfg.warmup_epochs)
+    _check(cfg.max_steps is None or (_is_int(cfg.max_steps) and cfg.max_steps >= 1), "max_steps",
+           "a positive integer (or omitted: every epoch)", cfg.max_steps)
+    _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
+    _check(_is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", "an integer >= 0", cfg.num_workers)
+    _check(cfg.augment_on in ("device", "loader"), "augment_on", "device or loader", cfg.augment_on)
+    _check(cfg.data_on in ("auto", "device", "loader"), "data_on", "auto, device or loader", cfg.data_on)
+    for key in ("compile", "amp", "sync_bn", "resume", "overwrite", "progress"):
+        _check(isinstance(getattr(cfg, key), bool), key, "true or false", getattr(cfg, key))
+    _check(cfg.grad_clip is None or (_finite(cfg.grad_clip) and cfg.grad_clip > 0), "grad_clip",
+           "a finite norm > 0 (or omitted: no clipping)", cfg.grad_clip)
+    _check(cfg.out is None or (isinstance(cfg.out, (str, os.PathLike)) and str(cfg.out) != ""), "out",
+           "a folder path", cfg.out)
+    if cfg.out is not None:
+        cfg.out = str(cfg.out)
+    _check(not (cfg.resume and cfg.overwrite), "overwrite", "off when resuming (--resume continues the run, "
+           "--overwrite replaces it: choose one)", cfg.overwrite)
+    _check(cfg.checkpoint_every is None or (_is_int(cfg.checkpoint_every) and cfg.checkpoint_every >= 1),
+           "checkpoint_every", "a positive number of steps (or omitted: every epoch)", cfg.checkpoint_every)
+    _check(_is_int(cfg.log_every) and cfg.log_every >= 1, "log_every", "a positive integer", cfg.log_every)
+    protocols = tuple(cfg.eval_protocols) if isinstance(cfg.eval_protocols, (list, tuple)) else None
+    _check(protocols is not None and set(protocols) <= set(EVAL_PROTOCOLS), "eval_protocols",
+           f"a list of {', '.join(EVAL_PROTOCOLS)}", cfg.eval_protocols)
+    cfg.eval_protocols = protocols
+    _check(_is_int(cfg.knn_k) and cfg.knn_k >= 1, "knn_k", "a positive integer", cfg.knn_k)
+    _check(_finite(cfg.knn_temperature) and cfg.knn_temperature > 0, "knn_temperature", "a finite number > 0",
+           cfg.knn_temperature)
+    _check(_is_int(cfg.linear_epochs) and cfg.linear_epochs >= 1, "linear_epochs", "a positive integer",
+           cfg.linear_epochs)
+    _check(_is_int(cfg.eval_batch_size) and cfg.eval_batch_size >= 1, "eval_batch_size", "a positive integer",
+           cfg.eval_batch_size)
+    _check(_is_int(cfg.monitor_knn) and cfg.monitor_knn >= 0, "monitor_knn",
+           "an integer >= 0 (0: no kNN monitor)", cfg.monitor_knn)
+    _check(_is_int(cfg.monitor_every) and cfg.monitor_every >= 1, "monitor_every",
+           "the number of epochs between kNN checks (an integer >= 1)", cfg.monitor_every)
+    if cfg.target_knn is not None:
+        _check(_finite(cfg.target_knn) and 0 <= cfg.target_knn <= 1, "target_knn",
+               "a kNN top-1 fraction in [0, 1] (e.g. 0.9 for 90%)", cfg.target_knn)
+        _check(cfg.monitor_knn > 0, "target_knn", "used with the kNN monitor on (monitor_knn > 0: the number of "
+               "labelled images of its bank)", cfg.target_knn)
+    _check(isinstance(cfg.method_kwargs, dict), "method_kwargs", "a dict", cfg.method_kwargs)
+    check_method_kwargs(get_method(cfg.method), cfg.method, cfg.method_kwargs)
+    return cfg
+
+
+_FIXED_ARGS = ("self", "backbone", "info", "image_size")
+
+
+def check_method_kwargs(cls, name: str, kwargs: dict) -> None:
+    """Each keyword must be a parameter of the method's constructor, of the type of its default, and finite:
+    ``--set temperature=Infinity`` would make every logit zero and the loss constant, ``temperature=nan`` a
+    NaN at the first step."""
+    params = {p.name: p for p in inspect.signature(cls.__init__).parameters.values()
+              if p.name not in _FIXED_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+    for key, value in kwargs.items():
+        label = f"--set {key}"
+        if key not in params:
+            if takes_any:
+                continue
+            raise ConfigError(f"{label}: {name} has no option {key!r}; its options are "
+                              f"{', '.join(params) or 'none'}")
+        _check_value(label, value, params[key].default)
+
+
+def _check_value(label: str, value, default) -> None:
+    def bad(wants):
+        return ConfigError(f"{label} must be {wants}, got {value!r}")
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad("a finite number")
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise bad("a list of finite numbers")
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
+        raise bad("a finite number")
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif _is_number(default):
+        if not _is_number(value):
+            raise bad("a number")
+        if _is_int(default) and not _is_int(value):
+            raise bad("an integer")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise bad(f"a list like {list(default)}")
