@@ -68,6 +68,15 @@ def broadcast_flag(flag: bool) -> bool:
     return bool(t.item())
 
 
+def any_flag(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any (e.g. a stop signal that reached one of them)."""
+    if not is_distributed():
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over processes (a copy; ``x`` itself is unchanged)."""
     if not is_distributed():

@@ -29,7 +29,9 @@ very same work: :func:`setup` (data, method, DDP, optimiser, batches, schedule) 
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +44,8 @@ from sslbook import __version__
 from sslbook import checkpoint as ckpt_io
 from sslbook import distributed as dist
 from sslbook.augment import to_float
-from sslbook.config import TrainConfig, resolve
-from sslbook.data.base import DataInfo, TensorImageDataset
+from sslbook.config import ConfigError, TrainConfig, resolve, validate
+from sslbook.data.base import DataError, DataInfo, TensorImageDataset
 from sslbook.data.device import DeviceBatches
 from sslbook.data.indexed import WithIndex
 from sslbook.data.registry import load_dataset, pretrain_split
@@ -140,14 +142,15 @@ def evaluate_backbone(backbone, cfg: TrainConfig, protocols=None, train_set=None
 
 
 class _Monitor:
-    """kNN top-1 of the backbone on fixed subsets (the first ``n`` labelled training images as the bank,
-    the first ``n // 2`` test images as queries), cheap enough to run after every epoch. It draws no
-    random numbers (the RNG state is restored), so the run it watches trains exactly as without it."""
+    """kNN top-1 of the backbone on fixed subsets (a class-balanced sample of ``n`` labelled training images as
+    the bank, one of ``n // 2`` test images as queries; see :func:`balanced_sample`), cheap enough to run after
+    every epoch. It draws no random numbers from the run's generators (its sample has its own seed, and the RNG
+    state is restored), so the run it watches trains exactly as without it."""
 
     def __init__(self, cfg: TrainConfig):
         train_eval, test_eval = eval_sets(cfg)
-        self.train_set = _head(train_eval, cfg.monitor_knn)
-        self.test_set = _head(test_eval, max(1, cfg.monitor_knn // 2))
+        self.train_set = _sample(train_eval, cfg.monitor_knn)
+        self.test_set = _sample(test_eval, max(1, cfg.monitor_knn // 2))
         self.cfg = cfg
 
     def __call__(self, backbone) -> float:
@@ -161,11 +164,41 @@ class _Monitor:
         return float(knn_accuracy(tr[keep], ytr[keep], te, yte, self.cfg.knn_k, self.cfg.knn_temperature))
 
 
-def _head(dataset, n: int):
-    n = min(n, len(dataset))
+MONITOR_SEED = 0  # the monitor's sample is the same for every run on a data set, whatever the run's seed
+
+
+def balanced_sample(labels: torch.Tensor, n: int, seed: int = MONITOR_SEED) -> torch.Tensor:
+    """Indices of ``n`` labelled items (label >= 0), as equally many of each class as the classes allow,
+    drawn with a fixed seed and returned in sorted order. Image folders (ImageNet, ``folder:``) list their
+    images class by class, so the first ``n`` would hold a few classes only; this sample holds all of them."""
+    labels = torch.as_tensor(labels).long()
+    labelled = (labels >= 0).nonzero().flatten()
+    if n >= len(labelled):
+        return labelled
+    g = torch.Generator().manual_seed(seed)
+    order = labelled[torch.randperm(len(labelled), generator=g)]  # one seeded shuffle; then per class in that order
+    classes = labels[order]
+    rank = torch.zeros_like(order)  # each item's position among the shuffled items of its class
+    for c in classes.unique():
+        where = (classes == c).nonzero().flatten()
+        rank[where] = torch.arange(len(where))
+    # take the items class by class in rounds (every class's 1st, then every class's 2nd, ...): balanced
+    chosen = order[torch.argsort(rank * (int(classes.max()) + 1) + classes, stable=True)[:n]]
+    return chosen.sort().values
+
+
+def _dataset_labels(dataset) -> torch.Tensor:
+    labels = getattr(dataset, "labels", None)
+    if labels is not None and len(labels) == len(dataset):
+        return torch.as_tensor(labels).long()
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+def _sample(dataset, n: int):
+    index = balanced_sample(_dataset_labels(dataset), n)
     if hasattr(dataset, "subset"):
-        return dataset.subset(torch.arange(n))
-    return Subset(dataset, range(n))
+        return dataset.subset(index)
+    return Subset(dataset, index.tolist())
 
 
 def train(method: str, preset: str | None = None, callbacks=(), **overrides) -> TrainResult:
@@ -299,6 +332,10 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
     if train_set is None:
         train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
     info = train_set.info
+    if info.num_classes < 2:
+        raise DataError(f"the data set {cfg.data!r} has {info.num_classes} class{'es' if info.num_classes != 1 else ''} "
+                        f"({', '.join(map(str, info.classes)) or 'none'}): its evaluation (kNN, linear probe) needs at "
+                        "least 2, or every accuracy is 100% by construction")
     method = build_method(cfg, info)
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
     needs_indices = bool(getattr(method, "needs_indices", False))
@@ -337,24 +374,29 @@ class StepLog:
         self.lr_schedule, self.check_every, self.log_every, self.ckpt_path = lr_schedule, check_every, log_every, ckpt_path
         self.history = history if history is not None else []
         self.pending: list[tuple[int, torch.Tensor, dict]] = []
+        self.saved_step: int | None = None  # the step of the last checkpoint written (None: none yet)
 
     def record(self, step: int, epoch: int, outputs: dict) -> None:
         """After the forward of ``step`` (0-based): keep its outputs; stop on a non-finite loss."""
         self.pending.append((step, outputs["loss"].detach().float(),
                              {k: v.detach().float() for k, v in outputs.items() if k != "loss"}))
         if (step + 1) % self.check_every == 0:
-            _check_finite(self.pending, epoch, self.ckpt_path)
+            _check_finite(self.pending, epoch, self)
 
     def step_done(self, steps: int, epoch: int, extra: dict) -> bool:
         """After ``steps`` optimiser steps: log them if it is time; True if it logged."""
         if steps % self.log_every:
             return False
-        self.history.extend(_flush(self.pending, epoch, self.lr_schedule, extra, check_ckpt=self.ckpt_path))
+        self.history.extend(_flush(self.pending, epoch, self.lr_schedule, extra, self))
         return True
 
-    def end_epoch(self, epoch: int) -> None:
+    def flush(self, epoch: int, extra: dict | None = None) -> None:
+        """Log the pending steps now (before a checkpoint inside an epoch), checking them for NaN/Inf."""
         if self.pending:
-            self.history.extend(_flush(self.pending, epoch, self.lr_schedule, {}, check_ckpt=self.ckpt_path))
+            self.history.extend(_flush(self.pending, epoch, self.lr_schedule, extra or {}, self))
+
+    def end_epoch(self, epoch: int) -> None:
+        self.flush(epoch)
 
 
 def place_method(method: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
@@ -395,41 +437,136 @@ def train_step(s: TrainSetup, batch, step: int, epoch: int, log: StepLog) -> dic
     return extra
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT (Ctrl-C, a notebook's interrupt) or SIGTERM (a scheduler's preemption) after
+    saving its checkpoint; the message says where it is and how to resume. ``signum`` is the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM ask the training loop to stop after the current step (it then saves and raises
+    :class:`RunInterrupted`); outside the loop, or at a second signal, they interrupt at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.in_loop = False
+        self.where = ""  # said when a signal interrupts outside the loop: where the last checkpoint is
+        self._previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.in_loop and self.signum is None:
+            self.signum = signum
+            return
+        raise RunInterrupted(f"{signal.Signals(signum).name}: stopped{self.where}", signum)
+
+
+def _open_run_folder(cfg: TrainConfig, out: Path):
+    """Rank 0: check ``out`` before anything is built: writable, not in use (its lock is taken and returned),
+    no finished run replaced silently; stale temporary files of a killed write are removed."""
+    ckpt_io.check_writable(out)
+    lock = ckpt_io.RunLock(out)
+    try:
+        ckpt_io.remove_stale_temporaries(out)
+        last = out / "last.pt"
+        if last.is_file() and not cfg.resume and not cfg.overwrite:
+            try:
+                held = ckpt_io.load(last)
+                what = (f"a {held['config'].get('method')} run at epoch {held['epoch']}/{held['config'].get('epochs')}, "
+                        f"step {held['step']}")
+            except ckpt_io.CheckpointError:
+                what = "a checkpoint"
+            raise ckpt_io.RunFolderError(
+                f"--out {out} already holds {what} (last.pt): add --resume to continue it, --overwrite to replace it, "
+                "or choose another --out folder")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
 def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
-    if not (isinstance(cfg.monitor_every, int) and cfg.monitor_every >= 1):
-        raise ValueError(f"monitor_every is the number of epochs between kNN checks (an int >= 1), got {cfg.monitor_every!r}")
-    if cfg.target_knn is not None and cfg.monitor_knn <= 0:
-        raise ValueError(f"target_knn={cfg.target_knn} stops the run when the kNN monitor reaches it, but the monitor is "
-                         "off (monitor_knn=0): give monitor_knn the number of labelled images of its bank")
+    """Train ``cfg`` (validated first), checkpointing to ``cfg.out``; see :func:`train`."""
+    validate(cfg)
+    out = Path(cfg.out) if cfg.out else None
+    dist.init()
+    lock, error = None, None
+    if out is not None and dist.is_main():
+        try:
+            lock = _open_run_folder(cfg, out)
+        except ckpt_io.RunFolderError as e:
+            error = e
+    if dist.broadcast_flag(error is not None):
+        raise error or ckpt_io.RunFolderError(f"--out {out}: rank 0 cannot use the run folder (see its message)")
+    try:
+        with _StopSignals() as signals:
+            return _run(cfg, callbacks, out, signals)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+# Settings a resume may change: how long to train, how to feed and evaluate, where to log. Every other setting
+# defines the run (its data, model, optimiser, schedule shape, seed): a resume that changes one is refused.
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "num_workers", "data_on", "compile", "progress", "out", "resume",
+                     "overwrite", "log_every", "checkpoint_every", "eval_protocols", "knn_k", "knn_temperature",
+                     "linear_epochs", "eval_batch_size", "monitor_every", "target_knn")
+
+
+def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -> TrainResult:
     s = setup(cfg)
     main, world, method, optimizer, info = dist.is_main(), s.world, s.method, s.optimizer, s.info
     steps_per_epoch, total_steps = s.steps_per_epoch, s.total_steps
 
-    out = Path(cfg.out) if cfg.out else None
     start_epoch, step, history, metrics = 0, 0, [], {}
     train_seconds = 0.0
     monitor_log: list[dict] = []
+    changes: list[dict] = []
     done_epochs = 0
     torch.manual_seed(cfg.seed + 1 + s.rank)  # augmentation randomness differs between processes
+    resume_rng = None
     if cfg.resume and out is not None and (out / "last.pt").is_file():
         state = ckpt_io.load(out / "last.pt")
-        _check_resumable(state["config"], cfg)
+        changed = _check_resumable(state["config"], cfg)
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
         train_seconds = float(state.get("train_seconds", 0.0))
         monitor_log = list(state.get("monitor", []))
+        changes = list(state.get("changes", []))
+        if changed:
+            changes.append(dict(epoch=start_epoch, step=step, time=time.strftime("%Y-%m-%d %H:%M:%S"), changes=changed))
         if _same_evaluation(state["config"], cfg):
             metrics = dict(state.get("metrics") or {})  # reused below if the run is already finished
         done_epochs = start_epoch
-        ckpt_io.set_rng_state(state["rng"][s.rank] if isinstance(state["rng"], list) else state["rng"])
+        resume_rng = state["rng"][s.rank] if isinstance(state["rng"], list) else state["rng"]
+        ckpt_io.set_rng_state(resume_rng)
         if main:
-            print(f"resuming {cfg.method} from {out / 'last.pt'}: epoch {start_epoch}/{cfg.epochs}, step {step}", file=sys.stderr)
+            print(f"resuming {cfg.method} from {out / 'last.pt'}: epoch {start_epoch}/{cfg.epochs}, step {step}"
+                  + (f" (changed: {', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changed.items())})" if changed else ""),
+                  file=sys.stderr)
     elif cfg.resume and main:
         print(f"--resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
 
     ckpt_path = out / "last.pt" if out is not None else None
     log = StepLog(s.lr_schedule, s.check_every, cfg.log_every, ckpt_path=ckpt_path, history=history)
+    if ckpt_path is not None and ckpt_path.is_file() and cfg.resume:
+        log.saved_step = step
+    if ckpt_path is not None:
+        signals.where = f"; the last checkpoint is in {out} (continue with the same command and --resume)"
+    epoch_t0 = None  # perf_counter at the start of the current epoch's timing, while training
 
     def save(epoch: int) -> None:
         if ckpt_path is None:
@@ -439,13 +576,28 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
             gathered = [None] * world
             torch.distributed.all_gather_object(gathered, rng)
             rng = gathered
-        if main:
-            ckpt_io.save_atomic(
-                dict(format=ckpt_io.FORMAT, version=__version__, config=cfg.to_dict(), info=_info_dict(info),
-                     method=method.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch, step=step,
-                     rng=rng, history=history, metrics=metrics, train_seconds=train_seconds, monitor=monitor_log),
-                ckpt_path,
-            )
+        if not main:
+            return
+        method_state, optimizer_state = method.state_dict(), optimizer.state_dict()
+        bad = _first_nonfinite(method_state) or _first_nonfinite(optimizer_state.get("state", {}), "optimizer.")
+        if bad:
+            where = (f"; the last finite checkpoint is {ckpt_path} (step {log.saved_step})" if log.saved_step is not None
+                     else "; no checkpoint was written")
+            raise NonFiniteLossError(
+                f"{bad} is not finite after step {step}: not saving it{where}. "
+                "Lower the learning rate, add --grad-clip, or check the input data.")
+        seconds = train_seconds + (time.perf_counter() - epoch_t0 if epoch_t0 is not None else 0.0)
+        state = dict(format=ckpt_io.FORMAT, version=__version__, config=cfg.to_dict(), info=_info_dict(info),
+                     method=method_state, optimizer=optimizer_state, epoch=epoch, step=step, rng=rng,
+                     history=history, metrics=metrics, train_seconds=seconds, monitor=monitor_log, changes=changes)
+        try:
+            ckpt_io.save_atomic(state, ckpt_path)
+        except OSError as e:
+            kept = (f"the previous checkpoint (step {log.saved_step}) is intact" if log.saved_step is not None
+                    else "no checkpoint was written")
+            raise ckpt_io.CheckpointError(f"cannot write {ckpt_path}: {e.strerror or e} ({type(e).__name__}); {kept}. "
+                                          "Free space or fix the folder, then run again with --resume") from e
+        log.saved_step = step
 
     monitor = _Monitor(cfg) if cfg.monitor_knn > 0 and main and start_epoch < cfg.epochs and step < total_steps else None
 
@@ -463,29 +615,58 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
             return False
         return dist.broadcast_flag(bool(monitor_log) and monitor_log[-1]["knn_top1"] >= cfg.target_knn)
 
+    def stop_requested() -> bool:
+        if world == 1:
+            return signals.signum is not None
+        return step % s.check_every == 0 and dist.any_flag(signals.signum is not None)
+
     if monitor is not None and step == 0 and not monitor_log:
         watch(0)  # the curve starts at the random initialisation
     stopped = reached()  # a resumed speed run that had reached its target trains no further
+    # a checkpoint written inside an epoch (checkpoint_every, or a stop signal): continue that epoch where it stopped
+    skip = max(0, step - start_epoch * steps_per_epoch) if start_epoch < cfg.epochs else 0
     for epoch in range(start_epoch, cfg.epochs):
         if step >= total_steps or stopped:
             break
         s.set_epoch(epoch)
         s.model.train()
-        bar = tqdm(total=min(steps_per_epoch, total_steps - step), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+        in_epoch = steps_per_epoch if epoch > start_epoch else steps_per_epoch - skip
+        bar = tqdm(total=min(in_epoch, total_steps - step), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress), file=sys.stderr, mininterval=1.0, leave=True)
-        t0, seen = time.perf_counter(), 0
-        for batch in s.batches:
+        batches = iter(s.batches)  # starting the iteration draws its seed from the global RNG, as before the stop
+        if epoch == start_epoch and skip > 0:
+            for _ in range(skip):  # the same shuffled order: pass the batches already trained on
+                next(batches)
+            ckpt_io.set_rng_state(resume_rng)  # the random state at the stop, after those draws
+        epoch_t0, seen = time.perf_counter(), 0
+        signals.in_loop = True
+        for batch in batches:
             if step >= total_steps:
                 break
-            train_step(s, batch, step, epoch, log)
+            extra = train_step(s, batch, step, epoch, log)
             step += 1
             seen += cfg.batch_size
             if step % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", img_s=f"{seen / (time.perf_counter() - epoch_t0):.0f}")
             bar.update(1)
+            interrupted = stop_requested()
+            if interrupted or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+                               and step % steps_per_epoch and step < total_steps):
+                log.flush(epoch, extra)
+                save(epoch)
+            if interrupted:
+                signals.in_loop = False
+                bar.close()
+                signum = signals.signum or signal.SIGTERM
+                where = (f"the checkpoint {ckpt_path} holds step {step}; continue with the same command and --resume"
+                         if ckpt_path is not None else "no --out folder was given, so nothing was saved")
+                raise RunInterrupted(f"{signal.Signals(signum).name}: stopped {cfg.method} at step {step} "
+                                     f"(epoch {epoch + 1}/{cfg.epochs}); {where}", signum)
+        signals.in_loop = False
         log.end_epoch(epoch)
         bar.close()
-        train_seconds += time.perf_counter() - t0
+        train_seconds += time.perf_counter() - epoch_t0
+        epoch_t0 = None
         done_epochs = epoch + 1
         watch(done_epochs)
         save(done_epochs)
@@ -499,7 +680,8 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
 
     # A finished run whose checkpoint holds metrics of the same evaluation settings is not evaluated again
     # (the same decision on every process, since each loaded the same checkpoint).
-    finished_before = start_epoch >= min(cfg.epochs, math.ceil(total_steps / steps_per_epoch)) or (stopped and done_epochs == start_epoch)
+    finished_before = (skip == 0 and start_epoch >= min(cfg.epochs, math.ceil(total_steps / steps_per_epoch))) or (
+        stopped and done_epochs == start_epoch)
     reuse = bool(metrics) and finished_before
     if reuse and main:
         print(f"{cfg.method}: the checkpoint is finished and evaluated; reusing its metrics", file=sys.stderr)
@@ -512,6 +694,18 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         save(done_epochs)  # again, now with the metrics
     dist.barrier()
     return TrainResult(method, cfg, history, metrics, ckpt_path, train_seconds, step, monitor_log)
+
+
+def _first_nonfinite(state, prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor in a (nested) state dict with a NaN or an Inf, or None."""
+    if isinstance(state, torch.Tensor):
+        return prefix.rstrip(".") if state.is_floating_point() and not torch.isfinite(state).all() else None
+    if isinstance(state, dict):
+        for k, v in state.items():
+            bad = _first_nonfinite(v, f"{prefix}{k}.")
+            if bad:
+                return bad
+    return None
 
 
 def optimizer_step(method, optimizer, loss, step: int, total_steps: int, grad_clip: float | None = None) -> dict:
@@ -527,22 +721,23 @@ def optimizer_step(method, optimizer, loss, step: int, total_steps: int, grad_cl
     return method.on_step_end(step, total_steps)
 
 
-def _check_finite(pending, epoch, ckpt_path) -> None:
+def _check_finite(pending, epoch, log: StepLog) -> None:
     losses = torch.stack([loss for _, loss, _ in pending])
     bad = ~torch.isfinite(losses)
     if bad.any():
         i = int(bad.nonzero()[0])
-        step, value = pending[i][0], float(losses[i])
-        where = f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None and ckpt_path.exists() else ""
+        step, value = pending[i][0] + 1, float(losses[i])  # 1-based, as the history's "step"
+        where = (f"; the last good checkpoint is {log.ckpt_path} (step {log.saved_step}, every tensor finite)"
+                 if log.ckpt_path is not None and log.saved_step is not None else "")
         raise NonFiniteLossError(
             f"loss is {value} at step {step} (epoch {epoch + 1}); stopping the run{where}. "
             "Lower the learning rate, add --grad-clip, or check the input data."
         )
 
 
-def _flush(pending, epoch, lr_schedule, extra, check_ckpt) -> list[dict]:
+def _flush(pending, epoch, lr_schedule, extra, log: StepLog) -> list[dict]:
     """Turn the pending per-step tensors into logged floats (one device sync per log interval)."""
-    _check_finite(pending, epoch, check_ckpt)
+    _check_finite(pending, epoch, log)
     rows = []
     for step, loss, others in pending:
         row = {"step": step + 1, "epoch": epoch + 1, "loss": float(loss), "lr": float(lr_schedule[step])}
@@ -567,13 +762,30 @@ def _same_evaluation(saved: dict, cfg: TrainConfig) -> bool:
     return all(saved.get(k) == now.get(k) for k in _EVAL_KEYS)
 
 
-def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
-    for key in ("method", "data", "backbone", "image_size", "batch_size", "method_kwargs"):
-        if saved.get(key) != getattr(cfg, key) and not (isinstance(saved.get(key), (list, tuple)) and list(saved[key]) == list(getattr(cfg, key))):
-            raise ValueError(
-                f"--resume: the checkpoint was trained with {key}={saved.get(key)!r}, this run asks for "
-                f"{key}={getattr(cfg, key)!r}; use another --out folder or the same settings"
-            )
+def _check_resumable(saved: dict, cfg: TrainConfig) -> dict:
+    """Refuse a resume that changes a setting defining the run; return what it changes of the others
+    (``{key: [old, new]}``), which the checkpoint keeps in its ``changes`` history."""
+    before = TrainConfig.from_dict(saved).to_dict()  # a checkpoint of an older sslbook: its missing keys at their defaults
+    now = cfg.to_dict()
+    differs = {k: [before[k], now[k]] for k in now if _plain(before.get(k)) != _plain(now[k])}
+    refused = [k for k in differs if k not in RESUME_MAY_CHANGE]
+    if refused:
+        k = refused[0]
+        others = f" (and {', '.join(refused[1:])})" if len(refused) > 1 else ""
+        raise ConfigError(
+            f"--resume: the run in {cfg.out} was trained with {k}={before[k]!r}, this run asks for {k}={now[k]!r}{others}; "
+            "a resume may change only how long it trains and how it is evaluated. Use the run's settings, another "
+            "--out folder, or --overwrite to start afresh")
+    return {k: v for k, v in differs.items() if k not in ("resume", "overwrite", "progress")}
+
+
+def _plain(value):
+    """Tuples and lists compare equal (a checkpoint stores tuples as lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def load_trained(path, device="cpu") -> TrainResult:
