@@ -31,10 +31,39 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 
 
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Reads the pickles the CIFAR archives hold (dicts, lists, bytes, strings, numbers and numpy arrays) and
+    refuses every other global: a plain ``pickle.load`` calls whatever a file names (``os.system``, say), so a
+    crafted ``data_batch_1`` put into ``data/`` would run code when the data set is loaded."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
+        ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "set"),
+        ("builtins", "bytes"), ("builtins", "bytearray"), ("builtins", "str"), ("builtins", "int"),
+        ("builtins", "float"), ("builtins", "bool"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}, which no data set file contains: refusing to load it "
+                                     "(loading it could run code)")
+
+
+def safe_unpickle(f, encoding: str = "bytes"):
+    """``pickle.load`` restricted to plain data and numpy arrays (see :class:`_DataOnlyUnpickler`)."""
+    return _DataOnlyUnpickler(f, encoding=encoding).load()
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return safe_unpickle(f)
+    except pickle.UnpicklingError as e:
+        raise DataError(f"cannot read {path}: {e}. Delete it and get the data set again from its publisher.") from e
     except Exception as e:  # truncated or foreign file
         raise DataError(f"cannot read {path}: {type(e).__name__}: {e}. Delete it and get the data set again.") from e
 
