@@ -215,7 +215,7 @@ def test_a_two_process_step_equals_a_one_process_step_on_the_whole_batch(equival
     measured = {}
     for case, (name, sync_bn, expect) in E.CASES.items():
         want, before, out, moved = _reference(case)
-        got = [torch.load(out_dir / f"{case}_rank{r}.pt") for r in (0, 1)]
+        got = [torch.load(out_dir / f"{case}_rank{r}.pt", weights_only=True) for r in (0, 1)]
         assert got[0].keys() == got[1].keys() == want.keys()
         assert moved > 1e-3, (case, moved)  # the step really changed the weights: 100 × the tolerance
         worst, bad = _compare(got, want, per_process_bn=not sync_bn)
@@ -229,20 +229,20 @@ def test_a_two_process_step_equals_a_one_process_step_on_the_whole_batch(equival
 
     # MoCo: both halves' keys enqueued, in the order of the global batch, and nothing else …
     for case in ("moco_v2", "moco_v2_sync_bn"):
-        got = torch.load(out_dir / f"{case}_rank0.pt")
+        got = torch.load(out_dir / f"{case}_rank0.pt", weights_only=True)
         _, before, _, _ = _reference(case)
         assert int(got["queue.ptr"]) == E.BATCH
         assert not torch.allclose(got["queue.keys"][:E.BATCH], before["queue.keys"][:E.BATCH])
         assert torch.equal(got["queue.keys"][E.BATCH:], before["queue.keys"][E.BATCH:])
     # … the keys were shuffled by rank 0's permutation: another permutation gives other keys …
     other, _, _, _ = _reference("moco_v2", shuffle_seed=7)
-    assert _compare([torch.load(out_dir / f"moco_v2_rank{r}.pt") for r in (0, 1)], other, True)[0] > 100 * ATOL
+    assert _compare([torch.load(out_dir / f"moco_v2_rank{r}.pt", weights_only=True) for r in (0, 1)], other, True)[0] > 100 * ATOL
     # … over several steps without DDP's buffer broadcast, the queue, its pointer and the key encoder stay equal on
     # both processes (each enqueues the all-gathered keys)
     for r in (r0, r1):
         assert r["moco_unequal_after_3_steps"] == [] and r["moco_queue_ptr_after_3_steps"] == 3 * E.BATCH % 32
     # … and each process's BN statistics are those of its own half (per-process BN, as the recipe has it)
-    per_process = [torch.load(out_dir / f"moco_v2_rank{r}.pt") for r in (0, 1)]
+    per_process = [torch.load(out_dir / f"moco_v2_rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert not torch.allclose(per_process[0]["backbone.conv1.1.running_mean"], per_process[1]["backbone.conv1.1.running_mean"])
 
 
