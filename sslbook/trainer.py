@@ -301,7 +301,7 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
     info = train_set.info
     method = build_method(cfg, info)
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
-    needs_indices = bool(getattr(method, "needs_indices", False))
+    needs_indices = bool(method.needs_indices)
     if needs_indices:
         train_set = WithIndex(train_set)
     method = place_method(method, cfg, device)

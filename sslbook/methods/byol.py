@@ -48,8 +48,7 @@ class BYOL(Method):
         #  rectified linear units, and a final linear layer with output dimension 256" (projector and predictor)
         self.projector = head([(d, hidden_dim, True, True), (hidden_dim, proj_dim, False, False)])
         self.predictor = head([(proj_dim, hidden_dim, True, True), (hidden_dim, proj_dim, False, False)])
-        for p in self.predictor.parameters():
-            p.lr_scale = float(predictor_lr_scale)  # read by sslbook.optim.param_groups
+        self.set_lr(self.predictor, lr_scale=predictor_lr_scale)  # Method.lr_scale, read by sslbook.optim.param_groups
         self.target_backbone = momentum_copy(backbone)
         self.target_projector = momentum_copy(self.projector)
         self.base_momentum = base_momentum

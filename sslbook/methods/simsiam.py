@@ -44,9 +44,8 @@ class SimSiam(Method):
         # "The prediction MLP has BN applied to its hidden fc layers ... its output fc does not have BN
         #  or ReLU. This MLP has 2 layers", a bottleneck: hidden size 1/4 of the output
         self.predictor = head([(proj_dim, pred_hidden, True, True), (pred_hidden, proj_dim, False, False)]) if predictor else nn.Identity()
-        for p in self.predictor.parameters():  # both read by sslbook.optim.param_groups
-            p.fixed_lr = bool(predictor_fixed_lr)
-            p.lr_scale = float(predictor_lr_scale)
+        # Method.fixed_lr and Method.lr_scale on the predictor's parameters, read by sslbook.optim.param_groups
+        self.set_lr(self.predictor, lr_scale=predictor_lr_scale, fixed_lr=predictor_fixed_lr)
         self.stop_gradient = stop_gradient
         self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale), jitter=tuple(jitter), gray_p=gray_p)
 
