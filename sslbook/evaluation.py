@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslbook.augment import horizontal_flip, random_crop, to_float
 from sslbook.data.base import TensorImageDataset
+from sslbook.schedules import cosine_at
 
 __all__ = [
     "CORRUPTIONS",
@@ -364,7 +365,7 @@ def _linear_epoch(classifier, optimizer, x_train, y_train, generator, batch_size
     epoch_loss = torch.zeros((), device=device)
     for start in range(0, n, batch_size):
         for group in optimizer.param_groups:  # cosine decay from lr to 0
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            group["lr"] = cosine_at(step, total_steps, lr, 0.0)
         idx = order[start : start + batch_size]
         loss = F.cross_entropy(classifier(x_train[idx]), y_train[idx])
         optimizer.zero_grad(set_to_none=True)
@@ -576,7 +577,7 @@ def finetune(
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     total_steps = max(1, epochs * math.ceil(len(labelled) / batch_size))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        optimizer, lambda step: cosine_at(min(step, total_steps), total_steps, 1.0, 0.0)
     )
 
     epoch_iter = range(epochs)

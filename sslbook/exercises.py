@@ -375,7 +375,7 @@ def check_momentum_update(fn) -> bool:
 def check_cosine_momentum(fn) -> bool:
     """Exercise 6.3: ``fn(step, total_steps, base) -> float``: MoCo v3's (and BYOL's) momentum schedule,
     from ``base`` at step 0 up to 1 at the last step, along a half cosine."""
-    from sslbook.methods.momentum import cosine_momentum
+    from sslbook.schedules import cosine_momentum
 
     for args in [(0, 100, 0.99), (25, 100, 0.99), (50, 100, 0.996), (100, 100, 0.9), (7, 13, 0.5)]:
         ok, got = _call("momentum schedule", fn, *args)
@@ -384,7 +384,7 @@ def check_cosine_momentum(fn) -> bool:
         want = cosine_momentum(*args)
         if abs(float(got) - want) > 1e-6:
             return _report("momentum schedule", False, f"step {args[0]} of {args[1]}, base {args[2]}: expected {want:.6f}, got {float(got):.6f}")
-    return _report("momentum schedule", True, "matches sslbook.methods.momentum.cosine_momentum")
+    return _report("momentum schedule", True, "matches sslbook.schedules.cosine_momentum")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 
 from sslbook.data.base import DataInfo
@@ -66,3 +67,36 @@ def test_methods_that_set_the_attributes_are_picked_up():
     groups = param_groups(_make("simsiam", predictor_lr_scale=10.0), 1e-4)
     assert {(g["lr_scale"], g["fixed_lr"]) for g in groups} == {(1.0, False), (10.0, True)}
     assert {(g["lr_scale"], g["fixed_lr"]) for g in param_groups(sup, 1e-4)} == {(Method.lr_scale, Method.fixed_lr)}
+
+
+# ---------------------------------------------------------------- one home for the schedules
+
+def _old_cosine_momentum(step, total_steps, base):  # sslbook.methods.momentum's before the move
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+
+
+def _old_teacher_temperature(step, warmup_steps, start, end):  # sslbook.methods.dino's before the move
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return float(end)
+    return float(start + (end - start) * step / warmup_steps)
+
+
+def test_the_schedules_moved_to_sslbook_schedules_with_the_very_same_values():
+    from sslbook import schedules
+    from sslbook.methods import dino, momentum
+
+    assert momentum.cosine_momentum is schedules.cosine_momentum  # the old import paths still work
+    assert dino.teacher_temperature is schedules.teacher_temperature
+    assert not hasattr(schedules, "linear_schedule")  # the unused one is gone
+    for total in (1, 7, 100, 1953, 100_000):
+        for base in (0.0, 0.9, 0.99, 0.996, 0.9999, 1.0):
+            steps = sorted({0, 1, total // 3, total // 2, total - 1, total} | set(range(0, total + 1, max(1, total // 50))))
+            for s in steps:
+                assert schedules.cosine_momentum(s, total, base) == _old_cosine_momentum(s, total, base)  # bit-equal
+                assert schedules.teacher_temperature(s, total // 3, 0.04, base) == _old_teacher_temperature(s, total // 3, 0.04, base)
+    # the evaluation protocols' decays: lr * 0.5 * (1 + cos(π s / T)) and 0.5 * (1 + cos(π min(s, T) / T)), bit-equal
+    for total in (1, 10, 391, 5000):
+        for s in range(0, total + 1, max(1, total // 40)):
+            for lr in (0.1, 0.03, 1.0, 3e-4):
+                assert schedules.cosine_at(s, total, lr, 0.0) == lr * 0.5 * (1 + math.cos(math.pi * s / total))
+            assert schedules.cosine_at(min(s, total), total, 1.0, 0.0) == 0.5 * (1 + math.cos(math.pi * min(s, total) / total))

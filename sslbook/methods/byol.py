@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from sslbook.augment import ViewRecipe
 from sslbook.losses import negative_cosine
 from sslbook.methods.base import Method
-from sslbook.methods.momentum import cosine_momentum
+from sslbook.schedules import cosine_momentum
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
 

@@ -53,7 +53,7 @@ from sslbook import distributed as dist
 from sslbook.augment import ViewRecipe
 from sslbook.losses import dino_cross_entropy, ibot_patch_loss, koleo, sinkhorn_knopp
 from sslbook.methods.base import Method
-from sslbook.methods.momentum import cosine_momentum
+from sslbook.schedules import cosine_momentum, teacher_temperature  # noqa: F401 (teacher_temperature: re-exported)
 from sslbook.models.ema import ema_update_, momentum_copy
 
 
@@ -101,14 +101,6 @@ class DINOHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.mlp(x), dim=-1)  # N×bottleneck (or N×L×bottleneck), unit norm
         return F.linear(z, self.last_weight())  # N×K
-
-
-def teacher_temperature(step: int, warmup_steps: int, start: float, end: float) -> float:
-    """The teacher temperature at ``step``: linear from ``start`` to ``end`` over ``warmup_steps``, then
-    ``end`` (DINO: 0.04 → 0.07 over the first 30 epochs)."""
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return float(end)
-    return float(start + (end - start) * step / warmup_steps)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
