@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from sslbook.augment import horizontal_flip, random_crop, to_float
+from sslbook.augment import blur, horizontal_flip, random_crop, to_float
 from sslbook.data.base import TensorImageDataset
 from sslbook.schedules import cosine_at
 
@@ -642,18 +642,6 @@ SEVERITY_PARAMS = {
 }
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding; kernel radius ceil(3σ). x: N×C×H×W."""
-    n, c, h, w = x.shape
-    radius = max(1, min(math.ceil(3 * sigma), h - 1, w - 1))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)  # along rows
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)  # along columns
-
-
 def corrupt(
     x: torch.Tensor,
     kind: str,
@@ -681,7 +669,8 @@ def corrupt(
             generator = torch.Generator(device=x.device).manual_seed(0 if seed is None else seed)
         out = x + c * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
     elif kind == "gaussian_blur":
-        out = _gaussian_blur(x, sigma=c * min(x.shape[-2:]) / 32)
+        sigma = c * min(x.shape[-2:]) / 32  # kernel radius ⌈3σ⌉
+        out = blur(x, sigma, radius=max(1, min(math.ceil(3 * sigma), x.shape[-2] - 1, x.shape[-1] - 1)))
     else:  # contrast
         mean = x.mean(dim=(2, 3), keepdim=True)
         out = (x - mean) * c + mean

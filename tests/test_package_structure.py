@@ -5,6 +5,9 @@ import ast
 import math
 from pathlib import Path
 
+import pytest
+import torch
+
 from sslbook.data.base import DataInfo
 from sslbook.methods import Method, get_method, list_methods
 from sslbook.models import build_backbone
@@ -100,3 +103,66 @@ def test_the_schedules_moved_to_sslbook_schedules_with_the_very_same_values():
             for lr in (0.1, 0.03, 1.0, 3e-4):
                 assert schedules.cosine_at(s, total, lr, 0.0) == lr * 0.5 * (1 + math.cos(math.pi * s / total))
             assert schedules.cosine_at(min(s, total), total, 1.0, 0.0) == 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+
+
+# ---------------------------------------------------------------- helpers written once
+
+@pytest.mark.parametrize("name", ["simclr", "byol", "simsiam", "barlow_twins", "moco_v1", "moco_v3", "dino"])
+def test_every_two_view_method_checks_its_pair_with_check_pair(name):
+    m = _make(name)
+    a, b = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 24, 24)
+    what = "global crops" if name == "dino" else "views"
+    with pytest.raises(ValueError, match=f"^{name} needs two {what} of the same shape"):
+        m([a, b], torch.zeros(4, dtype=torch.long))
+    if name != "dino":  # dino takes 2 + n_local crops
+        with pytest.raises(ValueError, match=f"^{name} needs two views \\(a list"):
+            m([a], torch.zeros(4, dtype=torch.long))
+
+
+def test_simclr_views_are_those_of_its_former_own_view_maker():
+    from sslbook.augment import color_jitter, gaussian_blur, random_grayscale, random_resized_crop
+
+    kw = dict(crop_scale=(0.2, 0.9), crop_ratio=(0.5, 2.0), flip_p=0.3, jitter_strength=0.7, jitter_p=0.6, gray_p=0.4, blur_p=0.5)
+    m = _make("simclr", **kw)
+
+    def old_augment(x):  # SimCLR.augment before it became a ViewRecipe
+        s = kw["jitter_strength"]
+        x = random_resized_crop(x, 32, kw["crop_scale"], kw["crop_ratio"], flip_p=kw["flip_p"])
+        x = color_jitter(x, 0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=kw["jitter_p"])
+        x = random_grayscale(x, kw["gray_p"])
+        return gaussian_blur(x, p=kw["blur_p"])
+
+    x = torch.rand(8, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(3)
+    new = m.make_views(x, None)
+    torch.manual_seed(3)
+    old = [old_augment(x), old_augment(x)]
+    assert all(torch.equal(a, b) for a, b in zip(new, old))
+    assert not torch.equal(new[0], new[1])
+
+
+def test_the_robustness_blur_is_the_augmentation_blur_and_matches_the_former_one():
+    import torch.nn.functional as F
+
+    from sslbook.augment import blur, gaussian_blur
+    from sslbook.evaluation import corrupt
+
+    def old_blur(x, sigma):  # evaluation._gaussian_blur before it used sslbook.augment.blur
+        c, h, w = x.shape[1:]
+        radius = max(1, min(math.ceil(3 * sigma), h - 1, w - 1))
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        x = F.pad(x, (radius,) * 4, mode="reflect")
+        x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for severity, sigma in zip(range(1, 6), (0.4, 0.6, 0.7, 0.8, 1.0)):
+        # the same blur up to float32 rounding (the kernel is written t²/2σ² instead of (t/σ)²/2)
+        torch.testing.assert_close(corrupt(x, "gaussian_blur", severity), old_blur(x, sigma).clamp(0, 1), rtol=0, atol=1e-6)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    sigma = torch.rand(3, generator=g2) * 1.9 + 0.1  # what gaussian_blur draws first
+    blurred = blur(x, sigma, radius=1)
+    coin = torch.rand(3, generator=g2) < 0.5
+    assert torch.equal(gaussian_blur(x, p=0.5, generator=g1), torch.where(coin.view(-1, 1, 1, 1), blurred, x))

@@ -52,7 +52,7 @@ from torch import nn
 from sslbook import distributed as dist
 from sslbook.augment import ViewRecipe
 from sslbook.losses import dino_cross_entropy, ibot_patch_loss, koleo, sinkhorn_knopp
-from sslbook.methods.base import Method
+from sslbook.methods.base import Method, check_pair
 from sslbook.schedules import cosine_momentum, teacher_temperature  # noqa: F401 (teacher_temperature: re-exported)
 from sslbook.models.ema import ema_update_, momentum_copy
 
@@ -286,9 +286,7 @@ class DINO(Method):
     def forward(self, views, labels):
         if not isinstance(views, (list, tuple)) or len(views) < 2:
             raise ValueError("dino needs a list of views: two global crops, then the local crops")
-        g1, g2 = views[0], views[1]
-        if g1.shape != g2.shape:
-            raise ValueError(f"dino's two global crops must have the same shape, got {tuple(g1.shape)} and {tuple(g2.shape)}")
+        g1, g2 = check_pair(self.name, views[:2], what="global crops")
         n = g1.shape[0]
         temp = float(self.teacher_temp_now)
         globals_ = torch.cat([g1, g2])  # 2N×3×S×S: one pass

@@ -26,16 +26,6 @@ def check_temperature(name: str, temperature: float) -> float:
     return float(temperature)
 
 
-def check_pair(name: str, views) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two views of the same batch with the same shape, or a clear ValueError."""
-    if not isinstance(views, (list, tuple)) or len(views) != 2:
-        raise ValueError(f"{name} needs two views (a list of two N×3×H×W tensors), got {type(views).__name__} of length {len(views) if hasattr(views, '__len__') else '?'}")
-    a, b = views
-    if a.shape != b.shape or a.dim() != 4:
-        raise ValueError(f"{name} needs two views of the same N×3×H×W shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    return a, b
-
-
 class KeyQueue(nn.Module):
     """MoCo's dictionary: a FIFO queue of the K most recent keys (He et al. 2020, sec. 3.2).
 

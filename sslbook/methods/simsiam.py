@@ -25,7 +25,7 @@ from torch import nn
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import negative_cosine
-from sslbook.methods.base import Method
+from sslbook.methods.base import Method, check_pair
 from sslbook.models.heads import head
 
 
@@ -54,9 +54,7 @@ class SimSiam(Method):
         return [self.recipe(images), self.recipe(images)]
 
     def forward(self, views, labels):
-        v1, v2 = views
-        if v1.shape != v2.shape:
-            raise ValueError(f"SimSiam's two views must have the same shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
+        v1, v2 = check_pair(self.name, views)
         z1, z2 = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)  # N×proj_dim each
         p1, p2 = self.predictor(z1), self.predictor(z2)
         if self.stop_gradient:
