@@ -166,3 +166,30 @@ def test_the_robustness_blur_is_the_augmentation_blur_and_matches_the_former_one
     blurred = blur(x, sigma, radius=1)
     coin = torch.rand(3, generator=g2) < 0.5
     assert torch.equal(gaussian_blur(x, p=0.5, generator=g1), torch.where(coin.view(-1, 1, 1, 1), blurred, x))
+
+
+# ---------------------------------------------------------------- sslbook.evaluation, split by concern
+
+def test_every_evaluation_name_the_book_tests_and_package_use_is_importable_from_sslbook_evaluation():
+    import json
+    import re
+
+    import sslbook.evaluation as ev
+
+    root = PKG.parent
+    texts = [p.read_text() for d in ("sslbook", "tests", "benchmarks") for p in (root / d).rglob("*.py")]
+    for nb in (root / "chapters").glob("*.ipynb"):
+        texts += ["".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    used = set()
+    for t in texts:
+        used |= set(re.findall(r"\bev\.([A-Za-z]\w*)", t)) if "evaluation as ev" in t else set()
+        used |= set(re.findall(r"\bevaluation\.([A-Za-z]\w*)", t)) if "import evaluation" in t else set()
+        for names in re.findall(r"from sslbook\.evaluation import (?:\(([\w,\s]+)\)|([\w, ]+))", t):
+            names = names[0] or names[1]
+            used |= {n.strip() for n in names.split(",") if n.strip()}
+    used -= {"stdout", "stderr", "returncode"}  # a subprocess result also called ev in a test
+    assert {"extract_features", "knn_accuracy", "finetune", "corrupt", "measure_throughput", "pareto_front"} <= used
+    assert not [n for n in sorted(used) if not hasattr(ev, n)]
+    assert all(hasattr(ev, n) for n in ev.__all__)
+    assert ev.finetune.__module__ == "sslbook.evaluation.finetune" and ev.corrupt.__module__ == "sslbook.evaluation.robustness"
+    assert ev.measure_throughput.__module__ == "sslbook.cost" and ev.rank_correlation.__module__ == "sslbook.evaluation.stats"
