@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 from tqdm import tqdm
 
-from sslbook import __version__
+from sslbook._version import __version__
 from sslbook import checkpoint as ckpt_io
 from sslbook import distributed as dist
 from sslbook.augment import to_float

@@ -193,3 +193,74 @@ def test_every_evaluation_name_the_book_tests_and_package_use_is_importable_from
     assert all(hasattr(ev, n) for n in ev.__all__)
     assert ev.finetune.__module__ == "sslbook.evaluation.finetune" and ev.corrupt.__module__ == "sslbook.evaluation.robustness"
     assert ev.measure_throughput.__module__ == "sslbook.cost" and ev.rank_correlation.__module__ == "sslbook.evaluation.stats"
+
+
+# ---------------------------------------------------------------- no import cycles
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_level_imports() -> dict[str, set[str]]:
+    """sslbook module → the sslbook modules it imports when it is imported (top-level statements, not the
+    imports inside functions or under ``if TYPE_CHECKING``)."""
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for a in node.names:  # `from sslbook import distributed`: the submodule itself
+                    deps.add(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module)
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def test_no_module_of_the_package_is_part_of_an_import_cycle():
+    graph = _module_level_imports()
+    assert "sslbook.models.vit" in graph["sslbook.models.backbones"]  # the scan sees module-level imports
+
+    def reaches(start, goal, seen):
+        for d in graph[start]:
+            if d == goal or (d not in seen and (seen.add(d) or reaches(d, goal, seen))):
+                return True
+        return False
+
+    cycles = sorted(m for m in graph if reaches(m, m, set()))
+    assert not cycles, f"modules on an import cycle: {cycles}"
+    assert "sslbook" not in graph["sslbook.trainer"]  # the version comes from sslbook._version, not the package's __init__
+    assert "sslbook.models.backbones" not in graph["sslbook.models.vit"]
+
+
+def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
+    """Each sslbook module imported first, with no other sslbook module loaded before it (torch stays loaded)."""
+    import subprocess
+    import sys
+
+    names = sorted(set(_module_level_imports()) - {"sslbook.__main__"})  # __main__ runs the CLI
+    code = (
+        "import importlib, sys, torch\n"
+        f"for name in {names!r}:\n"
+        "    for m in [m for m in sys.modules if m == 'sslbook' or m.startswith('sslbook.')]:\n"
+        "        del sys.modules[m]\n"
+        "    importlib.import_module(name)\n"
+        "print('ok', len(sys.argv))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent, timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-2000:]
+
+
+def test_one_version_read_by_the_package_and_pyproject():
+    import re
+
+    import sslbook
+    from sslbook import _version, trainer
+
+    assert sslbook.__version__ == trainer.__version__ == _version.__version__
+    text = (PKG.parent / "pyproject.toml").read_text()  # (tomllib is Python ≥ 3.11 only)
+    project = text.split("[project]", 1)[1].split("\n[", 1)[0]
+    assert not re.search(r"^version\s*=", project, re.M) and re.search(r'^dynamic = \["version"\]', project, re.M)
+    assert re.search(r'^\[tool\.setuptools\.dynamic\]\nversion = \{ attr = "sslbook\._version\.__version__" \}', text, re.M)
