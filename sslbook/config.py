@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PRESET_ENV = "SSLBOOK_PRESET"
 RUNS_ENV = "SSLBOOK_RUNS"

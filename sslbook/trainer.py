@@ -38,9 +38,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 from tqdm import tqdm
 
-from sslbook._version import __version__
 from sslbook import checkpoint as ckpt_io
 from sslbook import distributed as dist
+from sslbook._version import __version__
 from sslbook.augment import to_float
 from sslbook.config import TrainConfig, resolve
 from sslbook.data.base import DataInfo, TensorImageDataset

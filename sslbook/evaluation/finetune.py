@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from sslbook.augment import horizontal_flip, random_crop, to_float
-from sslbook.data.base import TensorImageDataset
 from sslbook.cost import module_device
+from sslbook.data.base import TensorImageDataset
 from sslbook.evaluation.common import _dataset_labels, _info_num_classes, _iterate
 from sslbook.schedules import cosine_at
 

@@ -16,7 +16,6 @@ from sslbook.cost import module_device
 from sslbook.evaluation.common import _check_labels, _iterate
 from sslbook.schedules import cosine_at
 
-
 # ----------------------------------------------------------------------------------------------
 # Features
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from torch.utils.data import Dataset
 from sslbook.augment import blur
 from sslbook.evaluation.frozen import extract_features, knn_accuracy
 
-
 CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast")
 
 # Severity 1…5 parameters, those of CIFAR-10-C (Hendrycks & Dietterich 2019):

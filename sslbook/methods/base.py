@@ -38,7 +38,8 @@ def check_pair(name: str, views, what: str = "views") -> tuple[torch.Tensor, tor
     """The two views of a two-view method (two N×3×H×W tensors of the same shape), or a clear ValueError
     that names the method (``name``) and what the two are (``what``)."""
     if not isinstance(views, (list, tuple)) or len(views) != 2:
-        raise ValueError(f"{name} needs two {what} (a list of two N×3×H×W tensors), got {type(views).__name__} of length {len(views) if hasattr(views, '__len__') else '?'}")
+        n = len(views) if hasattr(views, "__len__") else "?"
+        raise ValueError(f"{name} needs two {what} (a list of two N×3×H×W tensors), got {type(views).__name__} of length {n}")
     a, b = views
     if a.shape != b.shape or a.dim() != 4:
         raise ValueError(f"{name} needs two {what} of the same shape (N×3×H×W), got {tuple(a.shape)} and {tuple(b.shape)}")

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from sslbook.augment import asymmetric_pair
 from sslbook.losses import negative_cosine
 from sslbook.methods.base import Method, check_pair
-from sslbook.schedules import cosine_momentum
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
+from sslbook.schedules import cosine_momentum
 
 
 class BYOL(Method):

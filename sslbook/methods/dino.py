@@ -53,8 +53,8 @@ from sslbook import distributed as dist
 from sslbook.augment import ViewRecipe
 from sslbook.losses import dino_cross_entropy, ibot_patch_loss, koleo, sinkhorn_knopp
 from sslbook.methods.base import Method, check_pair
-from sslbook.schedules import cosine_momentum, teacher_temperature  # noqa: F401 (teacher_temperature: re-exported)
 from sslbook.models.ema import ema_update_, momentum_copy
+from sslbook.schedules import cosine_momentum, teacher_temperature  # noqa: F401 (teacher_temperature: re-exported)
 
 
 class DINOHead(nn.Module):

@@ -26,8 +26,7 @@ from torch import nn
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import info_nce
-from sslbook.methods.base import Method
-from sslbook.methods.base import check_pair
+from sslbook.methods.base import Method, check_pair
 from sslbook.methods.momentum import KeyQueue, check_temperature, shuffled_bn_forward
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
