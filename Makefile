@@ -1,6 +1,6 @@
 # sslbook: two commands do all the set-up on a fresh machine (Python 3.11, no GPU needed).
 #   make book   create .venv, install sslbook, execute every chapter at the tiny preset, build _build/html
-#   make test   the unit tests (with the CI-sized peer comparison: the bench extra) and nbval on every chapter
+#   make test   the linter (ruff), the unit tests (with the CI-sized peer comparison: the bench extra) and nbval on every chapter
 #   make lab    JupyterLab on chapters/
 # SSLBOOK_PRESET=full make book runs every chapter at full scale (GPUs; real data sets under data/).
 
@@ -12,7 +12,7 @@ export SSLBOOK_PRESET ?= tiny
 # One chapter per kernel: keep each on at most two threads, as on the CI machines.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: all book test unit nbval lab clean env
+.PHONY: all book test lint unit nbval lab clean env
 
 all: test
 
@@ -28,7 +28,14 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --config jupyter_book_config.yml --toc _toc.yml --keep-going
 	@echo "site: $(CURDIR)/_build/html/index.html"
 
-test: unit nbval
+test: lint unit nbval
+
+# ruff (the book extra) with pyproject.toml's [tool.ruff]: the lint rules, then the formatting (`ruff format
+# sslbook tests benchmarks` rewrites the tree to it).
+LINT_PATHS := sslbook tests benchmarks
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q

@@ -93,7 +93,13 @@ class ArrayViews(torch.utils.data.Dataset):
 
 def lightly_transform(method: str, a: dict, size: int):
     """lightly's transform for ``method`` with sslbook's recipe values (no normalisation: the backbone normalises)."""
-    from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, MoCoV2Transform, SimCLRTransform
+    from lightly.transforms import (
+        BYOLTransform,
+        BYOLView1Transform,
+        BYOLView2Transform,
+        MoCoV2Transform,
+        SimCLRTransform,
+    )
 
     if method == "simclr":
         return SimCLRTransform(input_size=size, cj_prob=a["jitter_p"], cj_strength=a["jitter_strength"],
@@ -118,7 +124,12 @@ class PeerModel(nn.Module):
 
     def __init__(self, method: str, backbone: nn.Module, a: dict):
         from lightly.loss import NegativeCosineSimilarity, NTXentLoss
-        from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead, SimCLRProjectionHead
+        from lightly.models.modules import (
+            BYOLPredictionHead,
+            BYOLProjectionHead,
+            MoCoProjectionHead,
+            SimCLRProjectionHead,
+        )
         from lightly.models.utils import deactivate_requires_grad
 
         super().__init__()

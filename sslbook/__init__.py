@@ -6,10 +6,9 @@ The chapters of the book import this package; the package never imports the book
     >>> sslbook.list_methods()          # every method trainable by `python -m sslbook train NAME`
     >>> result = sslbook.train("supervised", epochs=2)
 """
-__version__ = "0.1.0"
-
-from sslbook.config import current_preset, get_preset, run_dir  # noqa: E402
-from sslbook.methods import list_methods  # noqa: E402
+from sslbook._version import __version__
+from sslbook.config import current_preset, get_preset, run_dir
+from sslbook.methods import list_methods
 
 
 def train(method: str, **overrides):

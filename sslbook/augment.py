@@ -136,22 +136,12 @@ def color_jitter(
     return torch.where(apply, out.clamp(0, 1), x)
 
 
-def gaussian_blur(
-    x: torch.Tensor,
-    sigma: tuple[float, float] = (0.1, 2.0),
-    p: float = 0.5,
-    kernel_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Separable Gaussian blur with a per-sample sigma (in pixels), applied with probability p.
-
-    The kernel size defaults to about 10% of the image side (odd), as in SimCLR.
-    """
+def blur(x: torch.Tensor, sigma: torch.Tensor | float, radius: int) -> torch.Tensor:
+    """Separable Gaussian blur of every image, reflect padding: ``sigma`` in pixels, one per image (N) or one
+    for all; kernel of 2·radius + 1 taps (radius < H, W). The one blur of the package: the augmentation's
+    (:func:`gaussian_blur`) and the robustness protocol's corruption. x: N×C×H×W → N×C×H×W."""
     n, c, h, w = x.shape
-    if kernel_size is None:
-        kernel_size = max(3, int(0.1 * h) // 2 * 2 + 1)
-    radius = kernel_size // 2
-    s = _uniform(n, *sigma, x, generator)
+    s = torch.as_tensor(sigma, device=x.device, dtype=x.dtype).expand(n)
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-(t.view(1, -1) ** 2) / (2 * s.view(-1, 1) ** 2))
     k = k / k.sum(1, keepdim=True)  # N×K
@@ -159,7 +149,24 @@ def gaussian_blur(
     flat = x.reshape(1, n * c, h, w)
     flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), k.view(n * c, 1, 1, -1), groups=n * c)
     flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), k.view(n * c, 1, -1, 1), groups=n * c)
-    blurred = flat.view(n, c, h, w)
+    return flat.view(n, c, h, w)
+
+
+def gaussian_blur(
+    x: torch.Tensor,
+    sigma: tuple[float, float] = (0.1, 2.0),
+    p: float = 0.5,
+    kernel_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """:func:`blur` with a per-sample sigma (in pixels) drawn from the range ``sigma``, applied with probability p.
+
+    The kernel size defaults to about 10% of the image side (odd), as in SimCLR.
+    """
+    n, h = x.shape[0], x.shape[2]
+    if kernel_size is None:
+        kernel_size = max(3, int(0.1 * h) // 2 * 2 + 1)
+    blurred = blur(x, _uniform(n, *sigma, x, generator), kernel_size // 2)
     return torch.where(_coin(n, p, x, generator).view(-1, 1, 1, 1), blurred, x)
 
 
@@ -172,7 +179,7 @@ def solarize(x: torch.Tensor, p: float = 0.2, threshold: float = 0.5, generator:
 class ViewRecipe:
     """One view's augmentation recipe; call it on a batch: ``view = recipe(x)``.
 
-    Defaults are SimCLR's CIFAR recipe: random resized crop (scale 0.08–1), horizontal flip,
+    Defaults are SimCLR's CIFAR recipe: random resized crop (scale 0.08–1, aspect ratio 3/4–4/3), horizontal flip,
     colour jitter (0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale with p = 0.2, no blur at 32 px.
     """
 
@@ -185,9 +192,10 @@ class ViewRecipe:
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = random_resized_crop(x, self.size, self.scale, flip_p=self.flip_p, generator=generator)
+        x = random_resized_crop(x, self.size, self.scale, self.ratio, flip_p=self.flip_p, generator=generator)
         if self.jitter_p > 0:
             x = color_jitter(x, *self.jitter, p=self.jitter_p, generator=generator)
         if self.gray_p > 0:
@@ -197,6 +205,13 @@ class ViewRecipe:
         if self.solarize_p > 0:
             x = solarize(x, self.solarize_p, generator=generator)
         return x
+
+
+def asymmetric_pair(size: int, scale, blur_p: tuple[float, float], solarize_p: tuple[float, float], jitter, gray_p: float) -> list[ViewRecipe]:
+    """BYOL's two view recipes (Grill et al. 2020, Table 6), also Barlow Twins': the same crop, flip, jitter and
+    grayscale, view ``i`` blurred with probability ``blur_p[i]`` and solarised with ``solarize_p[i]``."""
+    return [ViewRecipe(size=size, scale=tuple(scale), blur_p=blur_p[i], solarize_p=solarize_p[i], jitter=tuple(jitter), gray_p=gray_p)
+            for i in range(2)]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,8 @@ import dataclasses
 import inspect
 import math
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PRESET_ENV = "SSLBOOK_PRESET"
 RUNS_ENV = "SSLBOOK_RUNS"

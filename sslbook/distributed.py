@@ -225,6 +225,7 @@ class SplitBatchNorm(_AnyDimBatchNorm):
 def convert_batchnorm(module: torch.nn.Module, make) -> torch.nn.Module:
     """Replace every BatchNorm layer below ``module`` by ``make(layer)``, in place, skipping the subtrees
     of modules with ``keep_local_bn = True``. Returns ``module`` (or the replacement if it is a layer)."""
+    # any module, not only a Method (MoCo marks its key encoder); Method declares the attribute and its default
     if getattr(module, "keep_local_bn", False):
         return module
     if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):

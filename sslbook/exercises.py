@@ -18,6 +18,16 @@ def _report(name: str, ok: bool, detail: str = "") -> bool:
     return ok
 
 
+def _scalar_matches(name: str, got, want: torch.Tensor, where: str, hint: str = "") -> bool:
+    """True if ``got`` is one number within 1e-4 of ``want``; else prints what is wrong (``where``: the case)."""
+    got = torch.as_tensor(got, dtype=torch.float32)
+    if got.numel() != 1:
+        return _report(name, False, f"expected a scalar, got shape {tuple(got.shape)}{hint}")
+    if not torch.allclose(got.reshape(()), want, atol=1e-4):
+        return _report(name, False, f"{where}: expected {float(want):.5f}, got {float(got):.5f}")
+    return True
+
+
 def _call(name: str, fn, *args, **kwargs):
     try:
         return True, fn(*args, **kwargs)
@@ -250,12 +260,8 @@ def check_nt_xent(fn, trials: int = 4) -> bool:
         ok, got = _call("NT-Xent", fn, z1, z2, t)
         if not ok:
             return False
-        want = nt_xent(z1, z2, t)
-        got = torch.as_tensor(got, dtype=torch.float32)
-        if got.numel() != 1:
-            return _report("NT-Xent", False, f"expected a scalar, got shape {tuple(got.shape)} (average over the 2N views)")
-        if not torch.allclose(got.reshape(()), want, atol=1e-4):
-            return _report("NT-Xent", False, f"N={n}, D={d}, τ={t}: expected {float(want):.5f}, got {float(got):.5f}")
+        if not _scalar_matches("NT-Xent", got, nt_xent(z1, z2, t), f"N={n}, D={d}, τ={t}", " (average over the 2N views)"):
+            return False
     return _report("NT-Xent", True, "matches sslbook.losses.nt_xent")
 
 
@@ -293,12 +299,8 @@ def check_cpc_infonce(fn, trials: int = 3) -> bool:
         ok, got = _call("CPC InfoNCE", fn, z.clone(), [p.clone() for p in preds], steps, tau)
         if not ok:
             return False
-        want = cpc_infonce(z, preds, steps, tau)
-        got = torch.as_tensor(got, dtype=torch.float32)
-        if got.numel() != 1:
-            return _report("CPC InfoNCE", False, f"expected a scalar, got shape {tuple(got.shape)}")
-        if not torch.allclose(got.reshape(()), want, atol=1e-4):
-            return _report("CPC InfoNCE", False, f"N={n}, grid {t}×{w}, steps {steps}, τ={tau}: expected {float(want):.5f}, got {float(got):.5f}")
+        if not _scalar_matches("CPC InfoNCE", got, cpc_infonce(z, preds, steps, tau), f"N={n}, grid {t}×{w}, steps {steps}, τ={tau}"):
+            return False
     return _report("CPC InfoNCE", True, "matches sslbook.losses.cpc_infonce")
 
 
@@ -375,7 +377,7 @@ def check_momentum_update(fn) -> bool:
 def check_cosine_momentum(fn) -> bool:
     """Exercise 6.3: ``fn(step, total_steps, base) -> float``: MoCo v3's (and BYOL's) momentum schedule,
     from ``base`` at step 0 up to 1 at the last step, along a half cosine."""
-    from sslbook.methods.momentum import cosine_momentum
+    from sslbook.schedules import cosine_momentum
 
     for args in [(0, 100, 0.99), (25, 100, 0.99), (50, 100, 0.996), (100, 100, 0.9), (7, 13, 0.5)]:
         ok, got = _call("momentum schedule", fn, *args)
@@ -384,7 +386,7 @@ def check_cosine_momentum(fn) -> bool:
         want = cosine_momentum(*args)
         if abs(float(got) - want) > 1e-6:
             return _report("momentum schedule", False, f"step {args[0]} of {args[1]}, base {args[2]}: expected {want:.6f}, got {float(got):.6f}")
-    return _report("momentum schedule", True, "matches sslbook.methods.momentum.cosine_momentum")
+    return _report("momentum schedule", True, "matches sslbook.schedules.cosine_momentum")
 
 
 # ----------------------------------------------------------------------------------------------

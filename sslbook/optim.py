@@ -4,21 +4,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sslbook.methods.base import Method
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weights of linear/conv layers (decayed) apart from biases and norm parameters (not decayed).
 
-    A method can give some parameters their own learning rate by setting attributes on them:
+    A method can give some parameters their own learning rate with :meth:`Method.set_lr`, which sets
     ``p.lr_scale`` (a multiple of the scheduled rate) and ``p.fixed_lr = True`` (the peak rate at
-    every step, no schedule: SimSiam's predictor). Parameters are grouped by those too; the trainer
-    reads ``lr_scale`` and ``fixed_lr`` from each group.
+    every step, no schedule: SimSiam's predictor) on them; the others get :class:`Method`'s defaults.
+    Parameters are grouped by those too; the trainer reads ``lr_scale`` and ``fixed_lr`` from each group.
     """
     groups: dict[tuple, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         no_decay = p.ndim <= 1
-        scale, fixed = float(getattr(p, "lr_scale", 1.0)), bool(getattr(p, "fixed_lr", False))
+        # per-parameter attributes (a Parameter is no Method): set by Method.set_lr, defaults declared on Method
+        scale, fixed = float(getattr(p, "lr_scale", Method.lr_scale)), bool(getattr(p, "fixed_lr", Method.fixed_lr))
         key = (no_decay, scale, fixed)
         if key not in groups:
             groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
@@ -66,10 +69,9 @@ class LARS(torch.optim.Optimizer):
             torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-group["lr"])
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9, betas=None):
-    """``betas`` (AdamW): given, else the model's ``adamw_betas`` attribute (a method may declare its
-    paper's values, e.g. MAE's (0.9, 0.95)), else PyTorch's default (0.9, 0.999)."""
-    betas = tuple(betas or getattr(model, "adamw_betas", (0.9, 0.999)))
+def build_optimizer(name: str, model: Method, lr: float, weight_decay: float, momentum: float = 0.9, betas=None):
+    """The optimiser of a :class:`Method`. ``betas`` (AdamW): given, else the method's ``adamw_betas`` (a
+    method may declare its paper's values, e.g. MAE's (0.9, 0.95); :class:`Method`'s default is PyTorch's)."""
     groups = param_groups(model, weight_decay)
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if name == "sgd":
@@ -79,7 +81,7 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     if name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas or model.adamw_betas), **fused)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     raise ValueError(f"unknown optimizer {name!r}; choose sgd, adamw or lars")

@@ -40,9 +40,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 from tqdm import tqdm
 
-from sslbook import __version__
 from sslbook import checkpoint as ckpt_io
 from sslbook import distributed as dist
+from sslbook._version import __version__
 from sslbook.augment import to_float
 from sslbook.config import ConfigError, TrainConfig, resolve, validate
 from sslbook.data.base import DataError, DataInfo, TensorImageDataset
@@ -338,7 +338,7 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
                         "least 2, or every accuracy is 100% by construction")
     method = build_method(cfg, info)
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
-    needs_indices = bool(getattr(method, "needs_indices", False))
+    needs_indices = bool(method.needs_indices)
     if needs_indices:
         train_set = WithIndex(train_set)
     method = place_method(method, cfg, device)

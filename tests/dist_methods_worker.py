@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 import dist_equivalence as E  # tests/dist_equivalence.py, beside this worker
+
 from sslbook import distributed as dist
 from sslbook.methods import list_methods
 from sslbook.trainer import train

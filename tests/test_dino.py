@@ -8,8 +8,14 @@ import torch
 from sslbook import losses
 from sslbook.data.base import DataInfo
 from sslbook.methods import get_method
-from sslbook.methods.dino import (DINO, DINOHead, attention_mass_mask, cls_attention_maps, random_patch_mask,
-                                  teacher_temperature)
+from sslbook.methods.dino import (
+    DINO,
+    DINOHead,
+    attention_mass_mask,
+    cls_attention_maps,
+    random_patch_mask,
+    teacher_temperature,
+)
 from sslbook.models import build_backbone
 from sslbook.trainer import train
 

@@ -95,8 +95,7 @@ def test_every_momentum_method_updates_through_the_fused_op(monkeypatch):
     """MoCo v1/v2/v3, BYOL and DINO call ema_update_ (not a loop of their own) after every step."""
     from sslbook.data.base import DataInfo
     from sslbook.methods import get_method
-    from sslbook.models import build_backbone
-    from sslbook.models import ema
+    from sslbook.models import build_backbone, ema
 
     calls = []
     real = torch._foreach_lerp_

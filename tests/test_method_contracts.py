@@ -151,9 +151,9 @@ def test_moco_v2_adds_the_mlp_head_and_blur_to_v1():
     torch.manual_seed(0)
     v1 = get_method("moco_v1")(build_backbone("convnet_small", INFO), INFO, 32, queue_size=32)
     v2 = get_method("moco_v2")(build_backbone("convnet_small", INFO), INFO, 32, queue_size=32, mlp_hidden=64)
-    linears = lambda head: [l for l in head if isinstance(l, torch.nn.Linear)]  # noqa: E731
+    linears = lambda head: [m for m in head if isinstance(m, torch.nn.Linear)]  # noqa: E731
     assert len(linears(v1.projector)) == 1 and len(linears(v2.projector)) == 2
-    assert any(isinstance(l, torch.nn.ReLU) for l in v2.projector)
+    assert any(isinstance(m, torch.nn.ReLU) for m in v2.projector)
     assert v1.recipe.blur_p == 0.0 and v2.recipe.blur_p > 0.0
     assert (v1.temperature, v2.temperature) == (0.07, 0.2)
     assert resolve("moco_v2", "full").method_kwargs["mlp_hidden"] == 2048

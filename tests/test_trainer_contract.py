@@ -3,12 +3,12 @@ an infinite loss stops the run as a NaN does and leaves the last good checkpoint
 environment variable switches the whole book's preset."""
 import pytest
 import torch
+from test_trainer import bad_loss
 
 from sslbook import checkpoint as ckpt_io
 from sslbook.config import current_preset, resolve
 from sslbook.methods import register
 from sslbook.trainer import NonFiniteLossError, load_trained, train
-from test_trainer import bad_loss
 
 
 def test_progress_bar_shows_loss_and_images_per_second(small, capsys):

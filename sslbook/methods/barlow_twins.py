@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sslbook.augment import ViewRecipe
+from sslbook.augment import asymmetric_pair
 from sslbook.losses import barlow_twins
-from sslbook.methods.base import Method
+from sslbook.methods.base import Method, check_pair
 from sslbook.models.heads import head
 
 
@@ -39,20 +39,14 @@ class BarlowTwins(Method):
         #  of the projector are followed by a batch normalization layer and rectified linear units."
         self.projector = head([(d, proj_dim, True, True), (proj_dim, proj_dim, True, True), (proj_dim, proj_dim, False, False)])
         self.lambd, self.reduction = lambd, reduction
-        self.recipes = [
-            ViewRecipe(size=image_size, scale=tuple(crop_scale), blur_p=blur_p[i], solarize_p=solarize_p[i],
-                       jitter=tuple(jitter), gray_p=gray_p)
-            for i in range(2)
-        ]
+        self.recipes = asymmetric_pair(image_size, crop_scale, blur_p, solarize_p, jitter, gray_p)
 
     @torch.no_grad()
     def make_views(self, images, labels):
         return [recipe(images) for recipe in self.recipes]
 
     def forward(self, views, labels):
-        v1, v2 = views
-        if v1.shape != v2.shape:
-            raise ValueError(f"Barlow Twins' two views must have the same shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
+        v1, v2 = check_pair(self.name, views)
         z1, z2 = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)  # N×D each
         # z_std: the collapse monitor the other methods of chapter 8 log (≈ 1/√D healthy, 0 collapsed)
         return {"loss": barlow_twins(z1, z2, self.lambd, self.reduction),

@@ -16,8 +16,11 @@ The trainer never names a method; it calls these hooks in this order every step:
 After training, the trainer runs the standard evaluation protocols on ``method.backbone`` and adds what
 :meth:`Method.evaluate_extra` returns (a method-specific measurement, e.g. mask propagation IoU).
 
-A method that sets ``needs_indices = True`` (a memory bank with one slot per training image) gets
-``make_views(images, labels, indices=...)`` with each image's index in the training set.
+:class:`Method` declares, with their defaults, the attributes the trainer, :mod:`sslbook.optim` and
+:mod:`sslbook.distributed` read: a method changes one by setting it (``needs_indices = True`` for a
+memory bank with one slot per training image: ``make_views(images, labels, indices=...)`` then gets each
+image's index in the training set; ``adamw_betas`` for its paper's AdamW; ``keep_local_bn`` on a
+submodule; ``lr_scale`` / ``fixed_lr`` on some of its parameters, with :meth:`Method.set_lr`).
 
 ``views`` is whatever ``make_views`` returns: usually a list of N×3×h×w tensors, one per view, which may
 have different sizes (multi-crop). The representation the evaluation protocols measure is
@@ -31,10 +34,36 @@ from torch import nn
 from sslbook.data.base import DataInfo
 
 
+def check_pair(name: str, views, what: str = "views") -> tuple[torch.Tensor, torch.Tensor]:
+    """The two views of a two-view method (two N×3×H×W tensors of the same shape), or a clear ValueError
+    that names the method (``name``) and what the two are (``what``)."""
+    if not isinstance(views, (list, tuple)) or len(views) != 2:
+        n = len(views) if hasattr(views, "__len__") else "?"
+        raise ValueError(f"{name} needs two {what} (a list of two N×3×H×W tensors), got {type(views).__name__} of length {n}")
+    a, b = views
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"{name} needs two {what} of the same shape (N×3×H×W), got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a, b
+
+
 class Method(nn.Module):
     """Base class: subclasses set ``name`` and implement ``make_views`` and ``forward``."""
 
     name: str = "method"
+
+    # Read by the trainer, sslbook.optim and sslbook.distributed (tests/test_method_contracts.py checks that
+    # every attribute they read from a method is declared here). The defaults are what a method gets that
+    # sets nothing.
+    needs_indices: bool = False
+    """True: the trainer calls ``make_views(images, labels, indices=...)`` with each image's data-set index."""
+    adamw_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's (β1, β2) when the run's optimiser is ``adamw`` (PyTorch's default; MAE declares its paper's)."""
+    keep_local_bn: bool = False
+    """True on a method or a submodule (MoCo's key encoder): ``sync_bn`` leaves its BatchNorm layers per process."""
+    lr_scale: float = 1.0
+    """A parameter's multiple of the scheduled learning rate, unless it carries its own (see :meth:`set_lr`)."""
+    fixed_lr: bool = False
+    """True: a parameter keeps the peak learning rate at every step, unless it carries its own (:meth:`set_lr`)."""
 
     def __init__(self, backbone: nn.Module, info: DataInfo, image_size: int):
         super().__init__()
@@ -53,6 +82,16 @@ class Method(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> dict[str, float]:
         """Called after each optimiser step; returns values to log (e.g. the current momentum)."""
         return {}
+
+    @staticmethod
+    def set_lr(module: nn.Module, lr_scale: float | None = None, fixed_lr: bool | None = None) -> None:
+        """Give every parameter of ``module`` its own ``lr_scale`` and/or ``fixed_lr`` (the attributes that
+        :func:`sslbook.optim.param_groups` groups parameters by; the others keep the defaults above)."""
+        for p in module.parameters():
+            if lr_scale is not None:
+                p.lr_scale = float(lr_scale)
+            if fixed_lr is not None:
+                p.fixed_lr = bool(fixed_lr)
 
     def evaluate_extra(self) -> dict[str, float]:
         """Method-specific measurements added to the run's metrics after the standard protocols."""

@@ -24,12 +24,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sslbook.augment import ViewRecipe
+from sslbook.augment import asymmetric_pair
 from sslbook.losses import negative_cosine
-from sslbook.methods.base import Method
-from sslbook.methods.momentum import cosine_momentum
+from sslbook.methods.base import Method, check_pair
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
+from sslbook.schedules import cosine_momentum
 
 
 class BYOL(Method):
@@ -48,28 +48,21 @@ class BYOL(Method):
         #  rectified linear units, and a final linear layer with output dimension 256" (projector and predictor)
         self.projector = head([(d, hidden_dim, True, True), (hidden_dim, proj_dim, False, False)])
         self.predictor = head([(proj_dim, hidden_dim, True, True), (hidden_dim, proj_dim, False, False)])
-        for p in self.predictor.parameters():
-            p.lr_scale = float(predictor_lr_scale)  # read by sslbook.optim.param_groups
+        self.set_lr(self.predictor, lr_scale=predictor_lr_scale)  # Method.lr_scale, read by sslbook.optim.param_groups
         self.target_backbone = momentum_copy(backbone)
         self.target_projector = momentum_copy(self.projector)
         self.base_momentum = base_momentum
         self.momentum = base_momentum
         # The paper's two asymmetric views: blur always in the first, rarely in the second; solarise only
         # in the second. At 32 px the recipes set blur_p to 0.
-        self.recipes = [
-            ViewRecipe(size=image_size, scale=tuple(crop_scale), blur_p=blur_p[i], solarize_p=solarize_p[i],
-                       jitter=tuple(jitter), gray_p=gray_p)
-            for i in range(2)
-        ]
+        self.recipes = asymmetric_pair(image_size, crop_scale, blur_p, solarize_p, jitter, gray_p)
 
     @torch.no_grad()
     def make_views(self, images, labels):
         return [recipe(images) for recipe in self.recipes]
 
     def forward(self, views, labels):
-        v1, v2 = views
-        if v1.shape != v2.shape:
-            raise ValueError(f"BYOL's two views must have the same shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
+        v1, v2 = check_pair(self.name, views)
         both = torch.cat([v1, v2])  # one pass for both views: 2N×3×H×W
         p1, p2 = self.predictor(self.projector(self.backbone(both))).chunk(2)  # N×proj_dim each
         with torch.no_grad():

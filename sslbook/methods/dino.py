@@ -52,9 +52,9 @@ from torch import nn
 from sslbook import distributed as dist
 from sslbook.augment import ViewRecipe
 from sslbook.losses import dino_cross_entropy, ibot_patch_loss, koleo, sinkhorn_knopp
-from sslbook.methods.base import Method
-from sslbook.methods.momentum import cosine_momentum
+from sslbook.methods.base import Method, check_pair
 from sslbook.models.ema import ema_update_, momentum_copy
+from sslbook.schedules import cosine_momentum, teacher_temperature  # noqa: F401 (teacher_temperature: re-exported)
 
 
 class DINOHead(nn.Module):
@@ -101,14 +101,6 @@ class DINOHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.mlp(x), dim=-1)  # N×bottleneck (or N×L×bottleneck), unit norm
         return F.linear(z, self.last_weight())  # N×K
-
-
-def teacher_temperature(step: int, warmup_steps: int, start: float, end: float) -> float:
-    """The teacher temperature at ``step``: linear from ``start`` to ``end`` over ``warmup_steps``, then
-    ``end`` (DINO: 0.04 → 0.07 over the first 30 epochs)."""
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return float(end)
-    return float(start + (end - start) * step / warmup_steps)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -294,9 +286,7 @@ class DINO(Method):
     def forward(self, views, labels):
         if not isinstance(views, (list, tuple)) or len(views) < 2:
             raise ValueError("dino needs a list of views: two global crops, then the local crops")
-        g1, g2 = views[0], views[1]
-        if g1.shape != g2.shape:
-            raise ValueError(f"dino's two global crops must have the same shape, got {tuple(g1.shape)} and {tuple(g2.shape)}")
+        g1, g2 = check_pair(self.name, views[:2], what="global crops")
         n = g1.shape[0]
         temp = float(self.teacher_temp_now)
         globals_ = torch.cat([g1, g2])  # 2N×3×S×S: one pass

@@ -26,8 +26,8 @@ from torch import nn
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import info_nce
-from sslbook.methods.base import Method
-from sslbook.methods.momentum import KeyQueue, check_pair, check_temperature, shuffled_bn_forward
+from sslbook.methods.base import Method, check_pair
+from sslbook.methods.momentum import KeyQueue, check_temperature, shuffled_bn_forward
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
 

@@ -14,10 +14,11 @@ from torch import nn
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import info_nce
-from sslbook.methods.base import Method
-from sslbook.methods.momentum import check_pair, check_temperature, cosine_momentum
+from sslbook.methods.base import Method, check_pair
+from sslbook.methods.momentum import check_temperature
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
+from sslbook.schedules import cosine_momentum
 
 
 class MoCoV3(Method):

@@ -1,6 +1,7 @@
-"""The pieces that memory-bank and momentum methods share: the momentum schedule, a FIFO queue of keys,
+"""The pieces that memory-bank and momentum methods share: a FIFO queue of keys,
 a memory bank of every training image, and MoCo's shuffled BN. The momentum (EMA) copy of a network and
-its update θk ← m·θk + (1 − m)·θq are :mod:`sslbook.models.ema`'s, shared with BYOL.
+its update θk ← m·θk + (1 − m)·θq are :mod:`sslbook.models.ema`'s, shared with BYOL; the momentum
+schedule is :func:`sslbook.schedules.cosine_momentum` (importable from here too).
 
 They are modules with **registered buffers** (queue, pointer, bank), so ``state_dict()`` — and with it
 every checkpoint — carries them together with the key encoder: a resumed run continues exactly where
@@ -16,27 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslbook import distributed as dist
-
-
-def cosine_momentum(step: int, total_steps: int, base: float) -> float:
-    """BYOL's / MoCo v3's momentum schedule: from ``base`` at step 0 up to 1 at the end (cosine)."""
-    return 1.0 - (1.0 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+from sslbook.schedules import cosine_momentum  # noqa: F401 (re-exported: the momentum schedule lives in sslbook.schedules)
 
 
 def check_temperature(name: str, temperature: float) -> float:
     if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"{name} needs a temperature > 0 (it divides the similarities), got {temperature!r}")
     return float(temperature)
-
-
-def check_pair(name: str, views) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two views of the same batch with the same shape, or a clear ValueError."""
-    if not isinstance(views, (list, tuple)) or len(views) != 2:
-        raise ValueError(f"{name} needs two views (a list of two N×3×H×W tensors), got {type(views).__name__} of length {len(views) if hasattr(views, '__len__') else '?'}")
-    a, b = views
-    if a.shape != b.shape or a.dim() != 4:
-        raise ValueError(f"{name} needs two views of the same N×3×H×W shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    return a, b
 
 
 class KeyQueue(nn.Module):

@@ -25,7 +25,11 @@ from sslbook.augment import color_jitter, random_grayscale
 from sslbook.losses import pretext_cross_entropy
 from sslbook.methods.base import Method
 from sslbook.methods.patches import (
-    cut_patches, drop_colour_channels, grid_geometry, project_out_green_magenta, resize_patches,
+    cut_patches,
+    drop_colour_channels,
+    grid_geometry,
+    project_out_green_magenta,
+    resize_patches,
 )
 from sslbook.models.heads import head
 

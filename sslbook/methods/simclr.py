@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sslbook.augment import color_jitter, gaussian_blur, random_grayscale, random_resized_crop
+from sslbook.augment import ViewRecipe
 from sslbook.losses import nt_xent
-from sslbook.methods.base import Method
+from sslbook.methods.base import Method, check_pair
 from sslbook.models.heads import head
 
 PROJECTIONS = ("mlp", "linear", "none")
@@ -80,26 +80,16 @@ class SimCLR(Method):
         self.temperature = float(temperature)
         self.projector = projection_head(projection, backbone.out_dim, proj_dim)
         s = float(jitter_strength)
-        self.crop_scale, self.crop_ratio, self.flip_p = (float(lo), float(hi)), tuple(map(float, crop_ratio)), float(flip_p)
-        self.jitter = (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
-        self.jitter_p = float(jitter_p) if s > 0 else 0.0
-        self.gray_p, self.blur_p = float(gray_p), float(blur_p)
-
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """One random view t(x) per image, parameters drawn per sample. x: N×3×H×W → N×3×s×s."""
-        x = random_resized_crop(x, self.image_size, self.crop_scale, self.crop_ratio, flip_p=self.flip_p)
-        if self.jitter_p > 0:
-            x = color_jitter(x, *self.jitter, p=self.jitter_p)
-        if self.gray_p > 0:
-            x = random_grayscale(x, self.gray_p)
-        if self.blur_p > 0:
-            x = gaussian_blur(x, p=self.blur_p)
-        return x
+        # t ~ T: one random view per image, parameters drawn per sample (N×3×H×W → N×3×s×s); the blur's σ
+        # range is ViewRecipe's (0.1, 2.0) px, the paper's
+        self.recipe = ViewRecipe(size=image_size, scale=(float(lo), float(hi)), ratio=tuple(map(float, crop_ratio)),
+                                 flip_p=float(flip_p), jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s),
+                                 jitter_p=float(jitter_p) if s > 0 else 0.0, gray_p=float(gray_p), blur_p=float(blur_p))
 
     @torch.no_grad()
     def make_views(self, images, labels):
         """images: N×3×H×W in [0, 1] → [x̃ᵢ, x̃ⱼ], two independently augmented N×3×s×s views."""
-        return [self.augment(images), self.augment(images)]
+        return [self.recipe(images), self.recipe(images)]
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: N×3×s×s → (h: N×D before the head, z: N×proj_dim after it)."""
@@ -107,11 +97,7 @@ class SimCLR(Method):
         return h, self.projector(h)
 
     def forward(self, views, labels=None):
-        if not isinstance(views, (list, tuple)) or len(views) != 2:
-            raise ValueError(f"simclr needs exactly two views [x1, x2], got {type(views).__name__} of length {len(views) if hasattr(views, '__len__') else '?'}")
-        x1, x2 = views
-        if x1.shape != x2.shape:
-            raise ValueError(f"simclr needs two views of the same shape (N×3×H×W), got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        x1, x2 = check_pair(self.name, views)
         n = x1.shape[0]
         h, z = self.embed(torch.cat([x1, x2]))  # one pass over 2N views: BN sees both
         z1, z2 = z[:n], z[n:]  # N×d each, row i of z1 and z2: a positive pair

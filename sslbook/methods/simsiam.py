@@ -25,7 +25,7 @@ from torch import nn
 
 from sslbook.augment import ViewRecipe
 from sslbook.losses import negative_cosine
-from sslbook.methods.base import Method
+from sslbook.methods.base import Method, check_pair
 from sslbook.models.heads import head
 
 
@@ -44,9 +44,8 @@ class SimSiam(Method):
         # "The prediction MLP has BN applied to its hidden fc layers ... its output fc does not have BN
         #  or ReLU. This MLP has 2 layers", a bottleneck: hidden size 1/4 of the output
         self.predictor = head([(proj_dim, pred_hidden, True, True), (pred_hidden, proj_dim, False, False)]) if predictor else nn.Identity()
-        for p in self.predictor.parameters():  # both read by sslbook.optim.param_groups
-            p.fixed_lr = bool(predictor_fixed_lr)
-            p.lr_scale = float(predictor_lr_scale)
+        # Method.fixed_lr and Method.lr_scale on the predictor's parameters, read by sslbook.optim.param_groups
+        self.set_lr(self.predictor, lr_scale=predictor_lr_scale, fixed_lr=predictor_fixed_lr)
         self.stop_gradient = stop_gradient
         self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale), jitter=tuple(jitter), gray_p=gray_p)
 
@@ -55,9 +54,7 @@ class SimSiam(Method):
         return [self.recipe(images), self.recipe(images)]
 
     def forward(self, views, labels):
-        v1, v2 = views
-        if v1.shape != v2.shape:
-            raise ValueError(f"SimSiam's two views must have the same shape, got {tuple(v1.shape)} and {tuple(v2.shape)}")
+        v1, v2 = check_pair(self.name, views)
         z1, z2 = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)  # N×proj_dim each
         p1, p2 = self.predictor(z1), self.predictor(z2)
         if self.stop_gradient:

@@ -15,18 +15,8 @@ import torch
 from torch import nn
 
 from sslbook.data.base import DataInfo
-
-
-class Normalize(nn.Module):
-    """(x − mean) / std per channel; x: N×3×H×W in [0, 1]."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+from sslbook.models.normalize import Normalize
+from sslbook.models.vit import vit
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -137,8 +127,6 @@ class ResNet(nn.Module):
 
 
 def _vit(mean, std, size, **kwargs):
-    from sslbook.models.vit import vit  # imported on use: vit.py imports Normalize from here
-
     return vit(mean, std, size, **kwargs)
 
 

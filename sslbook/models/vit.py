@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from sslbook.models.backbones import Normalize
+from sslbook.models.normalize import Normalize
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
