@@ -3,7 +3,6 @@ class-balanced kNN monitor and data files that cannot run code. Each case prints
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import textwrap
