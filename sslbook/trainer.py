@@ -512,6 +512,7 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
         raise error or ckpt_io.RunFolderError(f"--out {out}: rank 0 cannot use the run folder (see its message)")
     try:
         with _StopSignals() as signals:
+            signals.where = " before training began; nothing was saved"
             return _run(cfg, callbacks, out, signals)
     finally:
         if lock is not None:
@@ -564,8 +565,8 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
     log = StepLog(s.lr_schedule, s.check_every, cfg.log_every, ckpt_path=ckpt_path, history=history)
     if ckpt_path is not None and ckpt_path.is_file() and cfg.resume:
         log.saved_step = step
-    if ckpt_path is not None:
-        signals.where = f"; the last checkpoint is in {out} (continue with the same command and --resume)"
+    if ckpt_path is not None and ckpt_path.is_file() and cfg.resume:
+        signals.where = f"; the checkpoint {ckpt_path} holds step {step} (continue with the same command and --resume)"
     epoch_t0 = None  # perf_counter at the start of the current epoch's timing, while training
 
     def save(epoch: int) -> None:
@@ -598,6 +599,7 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
             raise ckpt_io.CheckpointError(f"cannot write {ckpt_path}: {e.strerror or e} ({type(e).__name__}); {kept}. "
                                           "Free space or fix the folder, then run again with --resume") from e
         log.saved_step = step
+        signals.where = f"; the checkpoint {ckpt_path} holds step {step} (continue with the same command and --resume)"
 
     monitor = _Monitor(cfg) if cfg.monitor_knn > 0 and main and start_epoch < cfg.epochs and step < total_steps else None
 
