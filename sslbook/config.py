@@ -596,8 +596,8 @@ def validate(cfg: "TrainConfig") -> "TrainConfig":
            "a positive integer (or omitted: every epoch)", cfg.max_steps)
     _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
     _check(_is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", "an integer >= 0", cfg.num_workers)
-    _check(cfg.augment_on in ("device", "loader"), "augment_on", "device or loader", cfg.augment_on)
-    _check(cfg.data_on in ("auto", "device", "loader"), "data_on", "auto, device or loader", cfg.data_on)
+    _check(cfg.augment_on in ("device", "loader"), "augment_on", "one of device, loader", cfg.augment_on)
+    _check(cfg.data_on in ("auto", "device", "loader"), "data_on", "one of auto, device, loader", cfg.data_on)
     for key in ("compile", "amp", "sync_bn", "resume", "overwrite", "progress"):
         _check(isinstance(getattr(cfg, key), bool), key, "true or false", getattr(cfg, key))
     _check(cfg.grad_clip is None or (_finite(cfg.grad_clip) and cfg.grad_clip > 0), "grad_clip",

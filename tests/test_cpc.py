@@ -232,7 +232,8 @@ def test_cli_smoke_run(shapes_root, tmp_path):
     assert 0 <= metrics["knn_top1"] <= 1 and 0 <= metrics["linear_top1"] <= 1
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["config"]["method_kwargs"]["steps"] == [1]
-    bad = subprocess.run(cmd[:-1] + ["temperature=0"], env=env, capture_output=True, text=True, timeout=600)
+    bad_cmd = [str(tmp_path / "bad") if c == str(tmp_path / "run") else c for c in cmd[:-1]] + ["temperature=0"]
+    bad = subprocess.run(bad_cmd, env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "temperature > 0" in bad.stderr
 
 
