@@ -41,7 +41,8 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
 
     Returns a Dataset of ``(uint8 3×H×W image, int label)`` with an ``info`` attribute
     (:class:`~sslbook.data.base.DataInfo`). ``kwargs`` go to the generator of ``shapes``
-    (``n_train``, ``n_test``, ``seed``).
+    (``n_train``, ``n_test``, ``seed``, and ``masks=True`` for the per-pixel class masks and boxes
+    of :class:`~sslbook.data.base.SegmentedImageDataset`).
     """
     root = Path(root) if root is not None else DATA_ROOT
     if name == "shapes":
