@@ -507,9 +507,14 @@ def load_shapes(split: str, root, seed: int = 0, n_train: int = 10000, n_test: i
                 state = None
         except Exception:
             state = None  # a cache from an interrupted or foreign write: regenerate it
+    fresh = None
     if state is None:
         n, s = (n_train, seed) if split == "train" else (n_test, seed + 7919)
-        images, labels = generate(n, s, image_size)
+        if masks:  # one pass draws both (the same images as without masks)
+            images, labels, *fresh = generate(n, s, image_size, masks=True)
+            _save_atomic({"masks": fresh[0], "boxes": fresh[1]}, folder / f"{split}-masks.pt")
+        else:
+            images, labels = generate(n, s, image_size)
         if split == "train":
             x = images.float() / 255
             mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
@@ -523,5 +528,5 @@ def load_shapes(split: str, root, seed: int = 0, n_train: int = 10000, n_test: i
         return TensorImageDataset(state["images"], state["labels"], info)
     info.extra["mask_classes"] = list(MASK_CLASSES)
     n, s = (n_train, seed) if split == "train" else (n_test, seed + 7919)
-    seg, boxes = _load_masks(folder, split, n, s, image_size, state["images"])
+    seg, boxes = fresh or _load_masks(folder, split, n, s, image_size, state["images"])
     return SegmentedImageDataset(state["images"], state["labels"], info, seg, boxes)
