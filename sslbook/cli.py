@@ -4,7 +4,7 @@
     python -m sslbook train METHOD [--data NAME|folder:PATH] [--preset tiny|full|speedrun] [--epochs N]
                                    [--batch-size B] [--max-steps N] [--out DIR] [--resume] [--compile]
                                    [--data-on auto|device|loader] [--target-knn F]
-    python -m sslbook eval CHECKPOINT [--data NAME] [--protocol knn|linear|kmeans|finetune]
+    python -m sslbook eval CHECKPOINT [--data NAME] [--protocol knn|linear|kmeans|finetune|segmentation|detection|transfer]
     python -m sslbook bench METHOD [--preset P] [--steps N] [--batch-size B] [--backbone NAME]
                                    [--data NAME|random] [--warmup W] [--compile] [--data-on auto|device|loader]
 
@@ -90,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--data", help="evaluate on another data set than the one trained on")
     e.add_argument("--download", action="store_true")
-    e.add_argument("--protocol", choices=["knn", "linear", "kmeans", "finetune"], default="knn")
+    e.add_argument("--protocol", choices=["knn", "linear", "kmeans", "finetune", "segmentation", "detection", "transfer"],
+                   default="knn", help="segmentation / detection: sslbook.dense's frozen probes on the data's masks "
+                                       "(shapes or tabletop); transfer: kNN and linear on --data (default tabletop)")
     e.add_argument("--label-fraction", type=float, default=0.1, help="finetune: fraction of labels used")
     e.add_argument("--epochs", type=int, default=None, help="finetune / linear epochs")
     return p
@@ -192,6 +194,8 @@ def _eval(args) -> int:
 
     trained = load_trained(args.checkpoint)
     cfg = trained.config
+    if args.protocol in ("segmentation", "detection", "transfer"):
+        return _eval_dense(args, trained)
     if args.data and args.data != cfg.data:
         cfg = replace(cfg, data=args.data, data_kwargs={})
     if args.download:  # before eval_sets, which would stop at the missing files
@@ -212,5 +216,39 @@ def _eval(args) -> int:
         from sslbook.trainer import evaluate_backbone
 
         out.update(evaluate_backbone(backbone, cfg, protocols=(args.protocol,), train_set=train_set, test_set=test_set, progress=True))
+    print(json.dumps(out))
+    return 0
+
+
+def _eval_dense(args, trained) -> int:
+    """``eval --protocol segmentation|detection|transfer``: sslbook.dense on the checkpoint's backbone."""
+    from dataclasses import replace
+
+    from sslbook import dense
+    from sslbook.trainer import eval_sets
+
+    cfg = trained.config
+    out = {"checkpoint": args.checkpoint, "method": cfg.method, "protocol": args.protocol}
+    if args.protocol == "transfer":
+        target = replace(cfg, data=args.data or "tabletop", data_kwargs={})
+        train_set, test_set = eval_sets(target)
+        kw = {"linear_epochs": args.epochs} if args.epochs else {}
+        out.update(data=target.data, **dense.transfer(trained.backbone, train_set, test_set, k=cfg.knn_k, **kw))
+    else:
+        target = replace(cfg, data=args.data, data_kwargs={}) if args.data and args.data != cfg.data else cfg
+        kwargs = dict(image_size=target.image_size, **target.data_kwargs)
+        if target.data in ("shapes", "tabletop"):  # the generated sets know their masks; any other is refused by dense
+            kwargs["masks"] = True
+        from sslbook.data import load_dataset
+
+        train_set = load_dataset(target.data, "train", **kwargs)
+        test_set = load_dataset(target.data, "test", **kwargs)
+        kw = {"epochs": args.epochs} if args.epochs else {}
+        if args.protocol == "segmentation":
+            r = dense.dense_probe(trained.backbone, train_set, test_set, **kw)
+            out.update(data=target.data, miou=r["miou"], pixel_acc=r["pixel_acc"])
+        else:
+            r = dense.detection_probe(trained.backbone, train_set, test_set, **kw)
+            out.update(data=target.data, **{k: r[k] for k in ("box_iou", "acc_iou50", "class_acc", "det_acc")})
     print(json.dumps(out))
     return 0

@@ -52,3 +52,35 @@ class TensorImageDataset(Dataset):
 
     def subset(self, index: torch.Tensor) -> "TensorImageDataset":
         return TensorImageDataset(self.images[index], self.labels[index], self.info)
+
+
+class SegmentedImageDataset(TensorImageDataset):
+    """A :class:`TensorImageDataset` that also knows, for every image, the class of every pixel and the
+    labelled object's box: what the dense protocols (:mod:`sslbook.dense`) and attention maps are scored on.
+
+    Items are still ``(image, label)``, so every other protocol reads it as before.
+
+    - ``masks``: uint8 N×H×W, the class of each pixel: 0 = background, ``1 + c`` = an object of
+      class ``c`` (``info.extra["mask_classes"]`` names them);
+    - ``boxes``: int64 N×4, the labelled object's box ``(x0, y0, x1, y1)`` in pixels, ends exclusive;
+    - :meth:`object_masks`: bool N×H×W, the labelled object's own pixels (``masks == 1 + label``).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DataInfo, masks: torch.Tensor, boxes: torch.Tensor):
+        super().__init__(images, labels, info)
+        if masks.shape != (images.shape[0], *images.shape[2:]):
+            raise DataError(f"expected N×H×W masks for {tuple(images.shape)} images, got {tuple(masks.shape)}")
+        if boxes.shape != (images.shape[0], 4):
+            raise DataError(f"expected N×4 boxes, got {tuple(boxes.shape)}")
+        self.masks, self.boxes = masks, boxes.long()
+
+    @property
+    def mask_classes(self) -> list[str]:
+        return list(self.info.extra.get("mask_classes") or ["background", *self.info.classes])
+
+    def object_masks(self) -> torch.Tensor:
+        """The labelled object's pixels, bool N×H×W."""
+        return self.masks.long() == (self.labels + 1).view(-1, 1, 1)
+
+    def subset(self, index: torch.Tensor) -> "SegmentedImageDataset":
+        return SegmentedImageDataset(self.images[index], self.labels[index], self.info, self.masks[index], self.boxes[index])

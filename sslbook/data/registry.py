@@ -4,6 +4,7 @@
 name            what                                                    pre-training
 ==============  ======================================================  ============
 ``shapes``      generated scenes of 10 object classes, 32×32 (default)  train
+``tabletop``    generated flat objects of 5 other classes on patterns   train
 ``cifar10``     CIFAR-10, 32×32                                         train
 ``cifar100``    CIFAR-100, 32×32                                        train
 ``stl10``       STL-10, 96×96, with its 100k unlabelled images          unlabeled
@@ -24,7 +25,7 @@ from sslbook.data.base import DataError
 _REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 DATA_ROOT = Path(os.environ.get("SSLBOOK_DATA", _REPO_DATA if _REPO_DATA.is_dir() else Path.home() / ".cache" / "sslbook" / "data"))
 
-NAMES = ("shapes", "cifar10", "cifar100", "stl10", "imagenet", "random")
+NAMES = ("shapes", "tabletop", "cifar10", "cifar100", "stl10", "imagenet", "random")
 
 
 def available() -> list[str]:
@@ -41,7 +42,8 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
 
     Returns a Dataset of ``(uint8 3×H×W image, int label)`` with an ``info`` attribute
     (:class:`~sslbook.data.base.DataInfo`). ``kwargs`` go to the generator of ``shapes``
-    (``n_train``, ``n_test``, ``seed``).
+    (``n_train``, ``n_test``, ``seed``, and ``masks=True`` for the per-pixel class masks and boxes
+    of :class:`~sslbook.data.base.SegmentedImageDataset`).
     """
     root = Path(root) if root is not None else DATA_ROOT
     if name == "shapes":
@@ -50,6 +52,10 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
         if split not in ("train", "test"):
             raise DataError(f"shapes has splits 'train' and 'test', not {split!r}")
         return load_shapes(split, root, image_size=image_size or 32, **kwargs)
+    if name == "tabletop":
+        from sslbook.data.tabletop import load_tabletop
+
+        return load_tabletop(split, root, image_size=image_size or 32, **kwargs)
     if name == "random":
         from sslbook.data.noise import load_random
 

@@ -38,11 +38,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sslbook.data.base import DataError, DataInfo, TensorImageDataset
+from sslbook.data.base import DataError, DataInfo, SegmentedImageDataset, TensorImageDataset
 
 CLASSES: list[str] = [
     "house", "tree", "car", "person", "boat", "flower", "mushroom", "lamp post", "cup", "snowman",
 ]
+
+# the classes of the per-pixel masks (``generate(..., masks=True)``): 0 is the background
+MASK_CLASSES: list[str] = ["background", *CLASSES]
 
 _SUPERSAMPLE = 2
 _CHUNK = 1024
@@ -86,17 +89,25 @@ def _smooth_noise(g, n: int, size: int, cells: int = 4) -> torch.Tensor:
 class _Canvas:
     """A batch of images being painted, with pixel coordinates X (right) and Y (down) in [0, 1]."""
 
-    def __init__(self, n: int, size: int):
+    def __init__(self, n: int, size: int, track: bool = False):
         self.n, self.size = n, size
         t = (torch.arange(size) + 0.5) / size
         self.Y, self.X = t.view(1, size, 1), t.view(1, 1, size)
         self.img = torch.zeros(n, 3, size, size)
+        # the per-pixel class map (0 = background), kept only when asked: painting with ``label`` set
+        # marks the painted pixels; it reads no random numbers, so the images are the same either way
+        self.seg = torch.zeros(n, size, size, dtype=torch.uint8) if track else None
+        self.label: int | None = None
+        self.draw_objects = True
 
     def paint(self, mask: torch.Tensor, colour: torch.Tensor, shade: torch.Tensor | float = 1.0, alpha: float = 1.0):
         """Composite ``colour`` (n×3) where ``mask`` (n×H×W bool/float) is set, times ``shade`` (n×H×W)."""
         m = mask.float().unsqueeze(1) * alpha
         layer = colour.view(-1, 3, 1, 1) * (shade.unsqueeze(1) if torch.is_tensor(shade) else shade)
         self.img = self.img * (1 - m) + layer * m
+        if self.seg is not None and self.label is not None:
+            covered = mask.bool().expand(self.n, self.size, self.size)
+            self.seg.masked_fill_(covered, self.label)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,25 +318,57 @@ _GROUNDS = torch.tensor([[0.3, 0.55, 0.2], [0.45, 0.33, 0.2], [0.85, 0.75, 0.5],
 
 
 def _draw_object(cv: _Canvas, g, idx: torch.Tensor, labels: torch.Tensor, cx, base, size, dim: float = 1.0):
-    """Draw, for each image i in ``idx``, an object of class ``labels[i]`` at (cx[i], base[i]) with size[i]."""
+    """Draw, for each image i in ``idx``, an object of class ``labels[i]`` at (cx[i], base[i]) with size[i].
+
+    With a tracking canvas, every pixel an object paints is marked ``1 + class`` in ``cv.seg``."""
     for c in range(len(CLASSES)):
         sel = idx[labels[idx] == c]
         if len(sel) == 0:
             continue
-        sub = _Canvas(len(sel), cv.size)
+        sub = _Canvas(len(sel), cv.size, track=cv.seg is not None)
         sub.img = cv.img[sel]
+        if cv.seg is not None:
+            sub.seg, sub.label = cv.seg[sel], c + 1
         s = _c(size[sel])
         u = (cv.X - _c(cx[sel])) / s
         v = (_c(base[sel]) - cv.Y) / s
         shade = (0.75 + 0.35 * v.clamp(0, 1)) * dim  # light from above: tops brighter than bottoms
         _DRAW[c](sub, g, u, v, shade)
-        cv.img[sel] = sub.img
+        if cv.draw_objects:
+            cv.img[sel] = sub.img
+        if cv.seg is not None:
+            cv.seg[sel] = sub.seg
 
 
-def _render(n: int, seed: int, size: int, labels: torch.Tensor) -> torch.Tensor:
+def _downsample_classes(seg: torch.Tensor, factor: int, num_classes: int) -> torch.Tensor:
+    """A class map n×H×W → n×(H/f)×(W/f): each output pixel takes the class covering most of its f×f
+    block of the supersampled canvas (ties go to the lower class index, so to the background first)."""
+    counts = F.avg_pool2d(F.one_hot(seg.long(), num_classes).permute(0, 3, 1, 2).float(), factor)
+    return counts.argmax(dim=1).to(torch.uint8)
+
+
+def _box_of(masks: torch.Tensor) -> torch.Tensor:
+    """Pixel boxes (x0, y0, x1, y1), ends exclusive, of the set pixels of n×H×W bool masks (0s if empty)."""
+    n = masks.shape[0]
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # n×H, n×W
+    boxes = torch.zeros(n, 4, dtype=torch.long)
+    for i in range(n):
+        ys, xs = rows[i].nonzero().flatten(), cols[i].nonzero().flatten()
+        if len(ys):
+            boxes[i] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return boxes
+
+
+def _render(n: int, seed: int, size: int, labels: torch.Tensor, track: bool = False, draw_objects: bool = True):
+    """Render ``n`` scenes (uint8 n×3×S×S); with ``track``, also their class maps (uint8 n×S×S).
+
+    ``draw_objects=False`` renders the same scenes with their objects left out (the same random
+    numbers are drawn, so everything else is identical): the background the objects cover, which
+    the tests compare the masks with."""
     g = torch.Generator().manual_seed(seed)
     big = size * _SUPERSAMPLE
-    cv = _Canvas(n, big)
+    cv = _Canvas(n, big, track=track)
+    cv.draw_objects = draw_objects
     all_idx = torch.arange(n)
     # sky with a vertical gradient, ground with a texture; horizon slightly tilted
     horizon = _c(_u(g, n, 0.35, 0.65)) + _c(_u(g, n, -0.06, 0.06)) * (cv.X - 0.5)
@@ -374,25 +417,41 @@ def _render(n: int, seed: int, size: int, labels: torch.Tensor) -> torch.Tensor:
     img = cv.img * light.view(-1, 3, 1, 1)
     img = F.avg_pool2d(img, _SUPERSAMPLE)
     img = img + torch.randn(img.shape, generator=g) * 0.02
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    img = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    if not track:
+        return img
+    return img, _downsample_classes(cv.seg, _SUPERSAMPLE, 1 + len(CLASSES))
 
 
-def generate(n: int, seed: int, image_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def generate(n: int, seed: int, image_size: int = 32, masks: bool = False, _draw_objects: bool = True):
     """``n`` scenes: uint8 images N×3×S×S and int64 labels N, deterministic in (n, seed, image_size).
 
     Labels are balanced (each class ``n // 10`` or one more times) and shuffled.
+
+    With ``masks=True`` it returns ``(images, labels, masks, boxes)``: the same images (bit for bit:
+    the masks draw no random numbers), ``masks`` uint8 N×S×S, the class of every pixel (0 = background:
+    sky, ground, clouds, rocks, shadows; ``1 + c`` = an object of class ``c``, the labelled object and
+    the smaller clutter object alike; :data:`MASK_CLASSES` names them), and ``boxes`` int64 N×4, the
+    labelled object's box ``(x0, y0, x1, y1)`` in pixels, ends exclusive: the extent of its pixels
+    ``masks == 1 + label`` (the clutter object is always of another class).
     """
     if n < 0 or image_size < 8:
         raise DataError(f"cannot generate {n} images of size {image_size} (need n ≥ 0 and size ≥ 8)")
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % len(CLASSES)
     labels = labels[torch.randperm(n, generator=g)]
-    chunks = []
+    chunks, seg_chunks = [], []
     for i, start in enumerate(range(0, n, _CHUNK)):
         part = labels[start:start + _CHUNK]
-        chunks.append(_render(len(part), seed * 1_000_003 + i, image_size, part))
+        out = _render(len(part), seed * 1_000_003 + i, image_size, part, track=masks, draw_objects=_draw_objects)
+        chunks.append(out[0] if masks else out)
+        if masks:
+            seg_chunks.append(out[1])
     images = torch.cat(chunks) if chunks else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
-    return images, labels
+    if not masks:
+        return images, labels
+    seg = torch.cat(seg_chunks) if seg_chunks else torch.zeros(0, image_size, image_size, dtype=torch.uint8)
+    return images, labels, seg, _box_of(seg == (labels + 1).view(-1, 1, 1).to(torch.uint8))
 
 
 def _cache_dir(root, seed, n_train, n_test, image_size) -> Path:
@@ -406,12 +465,35 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_shapes(split: str, root, seed: int = 0, n_train: int = 10000, n_test: int = 2000, image_size: int = 32) -> TensorImageDataset:
+def _load_masks(folder: Path, split: str, n: int, seed: int, image_size: int, images: torch.Tensor):
+    """The split's masks and boxes, cached beside its images (``<split>-masks.pt``); the images file is never
+    rewritten, so data caches and runs made before masks existed stay valid."""
+    path = folder / f"{split}-masks.pt"
+    if path.is_file():
+        try:
+            state = torch.load(path, weights_only=True)
+            if state["masks"].shape == (len(images), image_size, image_size) and state["boxes"].shape == (len(images), 4):
+                return state["masks"], state["boxes"]
+        except Exception:
+            pass  # interrupted or foreign write: regenerate
+    again, _, masks, boxes = generate(n, seed, image_size, masks=True)
+    if not torch.equal(again, images):
+        raise DataError(f"the cached images in {folder} differ from what this sslbook generates; delete the folder")
+    _save_atomic({"masks": masks, "boxes": boxes}, path)
+    return masks, boxes
+
+
+def load_shapes(split: str, root, seed: int = 0, n_train: int = 10000, n_test: int = 2000, image_size: int = 32,
+                masks: bool = False) -> TensorImageDataset:
     """The ``train`` or ``test`` split of the shapes data set, generated once and cached under ``root``.
 
     The test split uses a seed derived from ``seed``, so the splits never share an image. The cache
     is written atomically and regenerated if it is missing or unreadable. ``info.mean``/``info.std``
     are the training split's per-channel statistics (in [0, 1] units), the same for both splits.
+
+    With ``masks=True`` the data set is a :class:`~sslbook.data.base.SegmentedImageDataset`: the same
+    images with each one's per-pixel class mask and the labelled object's box (see :func:`generate`),
+    generated on first use and cached in their own file.
     """
     if split not in ("train", "test"):
         raise DataError(f"shapes has splits 'train' and 'test', not {split!r}")
@@ -425,9 +507,14 @@ def load_shapes(split: str, root, seed: int = 0, n_train: int = 10000, n_test: i
                 state = None
         except Exception:
             state = None  # a cache from an interrupted or foreign write: regenerate it
+    fresh = None
     if state is None:
         n, s = (n_train, seed) if split == "train" else (n_test, seed + 7919)
-        images, labels = generate(n, s, image_size)
+        if masks:  # one pass draws both (the same images as without masks)
+            images, labels, *fresh = generate(n, s, image_size, masks=True)
+            _save_atomic({"masks": fresh[0], "boxes": fresh[1]}, folder / f"{split}-masks.pt")
+        else:
+            images, labels = generate(n, s, image_size)
         if split == "train":
             x = images.float() / 255
             mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
@@ -437,4 +524,9 @@ def load_shapes(split: str, root, seed: int = 0, n_train: int = 10000, n_test: i
         state = {"images": images, "labels": labels, "mean": mean, "std": std}
         _save_atomic(state, path)
     info = DataInfo("shapes", list(CLASSES), image_size, tuple(state["mean"].tolist()), tuple(state["std"].tolist()))
-    return TensorImageDataset(state["images"], state["labels"], info)
+    if not masks:
+        return TensorImageDataset(state["images"], state["labels"], info)
+    info.extra["mask_classes"] = list(MASK_CLASSES)
+    n, s = (n_train, seed) if split == "train" else (n_test, seed + 7919)
+    seg, boxes = fresh or _load_masks(folder, split, n, s, image_size, state["images"])
+    return SegmentedImageDataset(state["images"], state["labels"], info, seg, boxes)

@@ -85,6 +85,10 @@ class PatchGridEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode_patches(cut_grid(x, self.patch, self.stride)).mean(dim=(1, 2))
 
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The grid of patch encodings as a spatial map N×D×Gh×Gw (before the mean over the grid)."""
+        return self.encode_patches(cut_grid(x, self.patch, self.stride)).permute(0, 3, 1, 2)
+
 
 class MaskedConv2d(nn.Conv2d):
     """A k×k convolution whose kernel rows below the centre are zero: the output at row i sees input

@@ -4,6 +4,10 @@ Every backbone takes float images in [0, 1] of shape N×3×H×W, normalises them
 channel mean and std (a buffer, so checkpoints carry it), and returns features N×D with
 ``D = backbone.out_dim``. The representation a chapter evaluates is this output.
 
+Every backbone also has ``feature_maps(x) -> N×C×h×w``, its spatial map before the global pooling
+(the last stage of a CNN; the patch tokens of a ViT), which the dense protocols of :mod:`sslbook.dense`
+read; ``forward`` is the global average of it (for a ViT, of its tokens or its [CLS] token).
+
 - ``convnet``: a four-stage CNN for the tiny preset (32×32 inputs, hundreds of images/s on 2 CPU cores).
   Its stages are called ``conv1`` … ``conv4`` so that protocols such as "freeze conv1–conv2" can name them.
 - ``resnet18_cifar``, ``resnet18``, ``resnet50``: ResNets (He et al. 2016). The CIFAR variant uses a 3×3

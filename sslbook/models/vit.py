@@ -16,7 +16,8 @@ API used by MAE, MoCo v3 and DINO:
   final norm, optionally only the kept patches ``ids_keep`` (N×L', MAE's encoder on visible tokens),
   or with the patches where ``mask`` is True replaced by ``mask_token`` (the "mask token in the
   encoder" ablation, BEiT/iBOT style);
-- ``get_attention_maps(x) -> [N×heads×T×T per layer]``, T = 1 + L.
+- ``get_attention_maps(x) -> [N×heads×T×T per layer]``, T = 1 + L;
+- ``feature_maps(x) -> N×D×h×w``: the patch tokens on their grid (dense protocols, :mod:`sslbook.dense`).
 
 Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (a fused kernel on GPU); a second,
 explicit path (softmax(QKᵀ/√d)·V) returns the attention weights for pictures.
@@ -216,6 +217,12 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool_tokens(self.forward_tokens(x))  # N×D
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The patch tokens after the last block and norm as a spatial map N×D×h×w (h×w the patch grid;
+        [CLS] left out), what dense protocols read, like a CNN's last map before pooling."""
+        h, w = self.grid(x)
+        return rearrange(self.forward_tokens(x)[:, 1:], "n (h w) d -> n d h w", h=h, w=w)
 
     @torch.no_grad()
     def get_attention_maps(self, x: torch.Tensor, ids_keep=None) -> list[torch.Tensor]:
