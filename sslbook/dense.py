@@ -185,7 +185,7 @@ def _fit(head: nn.Module, loss_fn, n: int, epochs: int, lr: float, weight_decay:
     """AdamW with a cosine schedule over ``epochs`` passes of ``n`` items; ``loss_fn(head, idx)``."""
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
-    total, step, history = epochs * math.ceil(n / batch_size), 0, []
+    total = epochs * math.ceil(n / batch_size)
     head.train()
     with _one_thread():
         history = _epochs(head, loss_fn, optimizer, g, n, epochs, lr, batch_size, total)
