@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's GPU measurements in one go, for a session that has a GPU. From the repository root:
+# The speed targets' GPU measurements (benchmarks/README.md) in one go, on a GPU machine. From the repository root:
 #
 #     bash benchmarks/gpu_check.sh OUT_DIR
 #

@@ -130,7 +130,7 @@ PRESETS: dict[str, dict] = {
         linear_epochs=100,
         monitor_knn=10000,  # lightly's benchmark evaluates kNN every epoch; a 10k bank keeps it a few seconds
     ),
-    # Issue 7's speed run: CIFAR-10 ResNet-18 pre-training to 90% kNN top-1 (k = 200, the whole training set as the
+    # The speed run: CIFAR-10 ResNet-18 pre-training to 90% kNN top-1 (k = 200, the whole training set as the
     # bank, the whole test set: lightly's protocol) in under 10 minutes on one H100. The clock is the training
     # time; every `monitor_every` epochs the kNN check runs (off the clock, its seconds logged) and the run stops
     # at the target. Only kNN at the end (the linear probe would cost more than the run). Run it with --compile.
@@ -266,8 +266,9 @@ RECIPES: dict[str, dict[str, dict]] = {
         "full": dict(optimizer="lars", base_lr=0.3, weight_decay=1e-6, epochs=1000, warmup_epochs=10, batch_size=512,
                      sync_bn=True,
                      method_kwargs=dict(temperature=0.5, jitter_strength=0.5, blur_p=0.0)),
-        # Speed run (the preset above; NOT YET RUN: no session has had a GPU and CIFAR-10 together). A public SimCLR
-        # ResNet-18 run reached 90% kNN in 500 epochs (about 100 min on an A100, ARC.md): the schedule is 500 epochs
+        # Speed run (the preset above; not measured yet: it needs a GPU and CIFAR-10). A public SimCLR ResNet-18 run
+        # is reported to reach 90% kNN in 500 epochs (about 100 min on an A100; sslbook.references.COST, unverified):
+        # the schedule is 500 epochs
         # and the run stops at the target. solo-learn's CIFAR SimCLR settings (scripts/pretrain/cifar/simclr.yaml):
         # LARS, lr 0.4 × batch/256, weight decay 1e-4, τ = 0.2 (sharper than the paper's 0.5, better for kNN), with
         # 10 warm-up epochs and cosine decay; colour strength 0.5 and no blur at 32 px as in the paper's CIFAR setting.
@@ -322,7 +323,7 @@ RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.2, mlp_hidden=2048, bn_splits=8)),
     },
     "moco_v3": {
-        # Tiny: the book's convnet (the issue allows a ViT or a ResNet backbone); full: vit_small. SimCLR's tiny
+        # Tiny: the book's convnet (the method needs only a backbone with out_dim: a ViT or a CNN); full: vit_small. SimCLR's tiny
         # optimiser and crops of 20–100%, BYOL's asymmetric views without the blur (32-px images, as for every tiny
         # recipe), solarisation kept. Random init: kNN 40.5% / linear 68.7%. Measured on the shared 2-core CPU, seed 0:
         # the paper's views (crops of 8–100%, blur 1.0 / 0.1) 42.8% / 69.2%; crops of 20–100% without blur (this

@@ -1,21 +1,29 @@
 """Published results: quoted, never measured here, each with its source.
 
-The book keeps these apart from its own numbers. Chapters 10 and 11 print them beside what this book's
-recipes measured; a cell that compares the two says which is which.
+The book keeps these apart from its own numbers. Every figure a chapter quotes is read from this module in
+a code cell that prints it with its source (:func:`quote`, :func:`source`); nothing published is typed into
+the chapters' text. Chapters 10 and 11 print the accuracy tables beside what this book's recipes measured;
+a cell that compares the two says which is which.
 
-    >>> from sslbook.references import ACCURACY
+    >>> from sslbook.references import ACCURACY, FIGURES, quote
     >>> ACCURACY["CIFAR-10 linear (solo-learn)"]["byol"]
     92.6
+    >>> FIGURES["mae_imagenet_finetuned"]["value"]
+    83.6
+    >>> quote("mae_imagenet_finetuned").split(" (")[0]
+    '83.6% — MAE ViT-B/16, ImageNet top-1 after fine-tuning'
 
-Sources (collected in the book's outline, ``ARC.md``):
+Sources (the book's bibliography page lists them in full):
 
-- **solo-learn**: da Costa et al., "solo-learn: a library of self-supervised methods for visual
-  representation learning", JMLR 2022, model zoo: CIFAR-10, ResNet-18 with the CIFAR stem, linear probe
-  after 1000 epochs. Its "MoCo V2+" row stands beside ``moco_v2``.
-- **lightly**: the lightly library's CIFAR-10 benchmark: ResNet-18, kNN (k = 200) after 800 epochs at
-  batch 512 on one RTX A6000, 331–517 minutes per method. Its "MoCo" row stands beside ``moco_v2``.
-- **papers**: each method's own paper, ImageNet linear probe, ResNet-50 unless noted (MoCo v2 800
-  epochs, SimSiam 100 epochs, MoCo v3 ViT-B, DINO ViT-S/16, MAE ViT-B).
+- **solo-learn**: da Costa, Fini, Nabi, Sebe & Ricci, "solo-learn: A Library of Self-supervised Methods
+  for Visual Representation Learning", JMLR 2022, model zoo: CIFAR-10, ResNet-18 with the CIFAR stem,
+  linear probe after 1000 epochs. Its "MoCo V2+" row stands beside ``moco_v2``.
+- **lightly**: the lightly library (Susmelj et al. 2020, "Lightly"), its CIFAR-10 benchmark: ResNet-18,
+  kNN (k = 200) after 800 epochs at batch 512 on one RTX A6000, 331–517 minutes per method. Its "MoCo"
+  row stands beside ``moco_v2``.
+- **papers**: each method's own paper (:data:`PAPER`), ImageNet linear probe, ResNet-50 unless noted
+  (MoCo v2 800 epochs, SimSiam 100 epochs, MoCo v3 ViT-B, DINO ViT-S/16, MAE ViT-B, CPC v2's ResNet-161
+  is not used: its ResNet-50 figure is).
 """
 from __future__ import annotations
 
@@ -45,14 +53,90 @@ DATASET: dict[str, str] = {
     "ImageNet linear (papers)": "imagenet",
 }
 
-# Other published figures the book quotes.
-MAE_IMAGENET_FINETUNED = 83.6  # He et al. 2021, ViT-B, fine-tuned top-1 (%)
-DINO_IMAGENET_KNN = 74.5  # Caron et al. 2021, ViT-S/16, kNN top-1 (%)
+# The paper behind each method's "ImageNet linear (papers)" entry: authors, year, title, venue.
+PAPER: dict[str, str] = {
+    "moco_v1": 'He, Fan, Wu, Xie & Girshick 2020, "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR',
+    "moco_v2": 'Chen, Fan, Girshick & He 2020, "Improved Baselines with Momentum Contrastive Learning", arXiv:2003.04297',
+    "simclr": 'Chen, Kornblith, Norouzi & Hinton 2020, "A Simple Framework for Contrastive Learning of Visual Representations", ICML',
+    "pirl": 'Misra & van der Maaten 2020, "Self-Supervised Learning of Pretext-Invariant Representations", CVPR',
+    "cpc": 'Hénaff et al. 2020, "Data-Efficient Image Recognition with Contrastive Predictive Coding", ICML',
+    "byol": 'Grill et al. 2020, "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning", NeurIPS',
+    "simsiam": 'Chen & He 2021, "Exploring Simple Siamese Representation Learning", CVPR',
+    "barlow_twins": 'Zbontar, Jing, Misra, LeCun & Deny 2021, "Barlow Twins: Self-Supervised Learning via Redundancy Reduction", ICML',
+    "moco_v3": 'Chen, Xie & He 2021, "An Empirical Study of Training Self-Supervised Vision Transformers", ICCV',
+    "dino": 'Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers", ICCV',
+    "mae": 'He, Chen, Xie, Li, Dollár & Girshick 2022, "Masked Autoencoders Are Scalable Vision Learners", CVPR',
+}
+
+# Where each benchmark of ACCURACY comes from.
+SOURCE: dict[str, str] = {
+    "CIFAR-10 linear (solo-learn)": 'da Costa, Fini, Nabi, Sebe & Ricci 2022, "solo-learn: A Library of Self-supervised '
+                                    'Methods for Visual Representation Learning", JMLR (model zoo)',
+    "CIFAR-10 kNN (lightly)": 'Susmelj et al. 2020, "Lightly", the lightly library\'s CIFAR-10 benchmark (documentation)',
+    "ImageNet linear (papers)": "each method's own paper (sslbook.references.PAPER)",
+}
+
+_GIDARIS = 'Gidaris, Singh & Komodakis 2018, "Unsupervised Representation Learning by Predicting Image Rotations", ICLR'
+_MAE = 'He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners", CVPR'
+_DINO = 'Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers", ICCV'
+_BT = 'Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via Redundancy Reduction", ICML'
+
+# Other published figures the chapters quote, by key: value, unit, what it measures, where it comes from.
+FIGURES: dict[str, dict] = {
+    # Chapter 2. PASCAL VOC 2007 with an AlexNet pre-trained on ImageNet, then fine-tuned (mAP), as tabulated by
+    # Gidaris et al. (their Table 7; the context-prediction entry is Krähenbühl et al.'s re-evaluation).
+    "voc07_cls_relative_position": dict(value=55.3, unit=" mAP", what="context prediction (Doersch et al.), VOC 2007 "
+                                        "classification, as re-evaluated by Krähenbühl et al. 2016", source=_GIDARIS),
+    "voc07_cls_jigsaw": dict(value=67.6, unit=" mAP", what="jigsaw (Noroozi & Favaro), VOC 2007 classification",
+                             source=_GIDARIS),
+    "voc07_cls_rotnet": dict(value=73.0, unit=" mAP", what="RotNet, VOC 2007 classification", source=_GIDARIS),
+    "voc07_cls_supervised": dict(value=79.9, unit=" mAP", what="ImageNet-supervised AlexNet, VOC 2007 classification",
+                                 source=_GIDARIS),
+    "voc07_det_rotnet": dict(value=54.4, unit=" mAP", what="RotNet, VOC 2007 detection", source=_GIDARIS),
+    "voc07_det_supervised": dict(value=56.8, unit=" mAP", what="ImageNet-supervised AlexNet, VOC 2007 detection",
+                                 source=_GIDARIS),
+    "rotnet_cifar10_frozen": dict(value=89.06, unit="%", what="RotNet's network-in-network on CIFAR-10, non-linear "
+                                  "classifier on frozen conv-block-2 features", source=_GIDARIS),
+    "rotnet_cifar10_supervised": dict(value=92.80, unit="%", what="the same network-in-network trained with every "
+                                      "CIFAR-10 label", source=_GIDARIS),
+    # Chapter 4 (also chapter 10). ImageNet-1k, ViT-B/16 (the linear figure is ACCURACY's "ImageNet linear (papers)").
+    "mae_imagenet_finetuned": dict(value=83.6, unit="%", what="MAE ViT-B/16, ImageNet top-1 after fine-tuning",
+                                   source=_MAE),
+    "mae_mask_token_encoder_flops": dict(value=3.3, unit="×", what="MAE's encoder FLOPs with mask tokens in the encoder "
+                                         "against without (ViT-L, Table 1c)", source=_MAE),
+    # Chapter 9. ImageNet-1k, ViT-S/16 (the linear figure is ACCURACY's "ImageNet linear (papers)").
+    "dino_imagenet_knn": dict(value=74.5, unit="%", what="DINO ViT-S/16, ImageNet top-1 of a weighted kNN (k = 20)",
+                              source=_DINO),
+    # Chapter 8: the paper's loss weight and projector width (hyper-parameters, quoted beside the book's).
+    "barlow_twins_lambda": dict(value=5e-3, unit="", what="Barlow Twins' weight λ of the off-diagonal sum, "
+                                "for its projector of width 8192", source=_BT),
+    "barlow_twins_width": dict(value=8192, unit="", what="Barlow Twins' projector width D in its main results",
+                               source=_BT),
+}
 
 # Published training costs, quoted as their sources give them.
 COST: list[dict] = [
     dict(what="lightly's CIFAR-10 benchmark, each method 800 epochs (ResNet-18, batch 512)",
          hardware="one RTX A6000", minutes=(331, 517), source="lightly benchmark"),
     dict(what="a public SimCLR ResNet-18 run reaching 90% CIFAR-10 kNN top-1 in 500 epochs",
-         hardware="one A100", minutes=(100, 100), source="ARC.md"),
+         hardware="one A100", minutes=(100, 100),
+         source="an unattributed public report (a figure to beat, not a citable result: not verified here)"),
 ]
+
+
+def quote(key: str) -> str:
+    """One published figure of :data:`FIGURES` as a chapter prints it: value, what it measures, source."""
+    if key not in FIGURES:
+        raise KeyError(f"no published figure {key!r}; known: {', '.join(sorted(FIGURES))}")
+    f = FIGURES[key]
+    value = f"{f['value']:g}" if isinstance(f["value"], float) and f["value"] < 0.1 else f"{f['value']}"
+    return f"{value}{f['unit']} — {f['what']} ({f['source']})"
+
+
+def source(benchmark: str, method: str | None = None) -> str:
+    """Where an :data:`ACCURACY` entry comes from (for the per-paper benchmark, give the method)."""
+    if benchmark not in SOURCE:
+        raise KeyError(f"no benchmark {benchmark!r}; known: {', '.join(SOURCE)}")
+    if benchmark == "ImageNet linear (papers)" and method is not None:
+        return PAPER[method]
+    return SOURCE[benchmark]

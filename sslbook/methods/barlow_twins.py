@@ -7,7 +7,8 @@ the identity."
     z1, z2 = g(f(x1)), g(f(x2))        # N×D each, a wide projector (8192 at full scale)
     loss   = barlow_twins(z1, z2, λ)    # Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij²
 
-``reduction="mean"`` replaces the sums by means (the seed article's variant: λ becomes 1/(D − 1)).
+``reduction="mean"`` replaces the sums by means (λ becomes 1/(D − 1); the variant of a 2021 Zhihu blog post,
+"最简单的self-supervised方法": see :func:`sslbook.losses.barlow_twins` for where it differs from λ = 5e-3).
 
 ``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
 (default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
