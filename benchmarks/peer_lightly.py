@@ -22,6 +22,7 @@ default), else random uint8 images of CIFAR-10's shape; the script says which. I
 one row per method with both speeds and the ratio sslbook / lightly, and as its last line one JSON object.
 lightly is an optional extra (``pip install -e ".[bench]"``), never a dependency of the sslbook package.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,11 @@ def load_images(data: str, n_random: int, image_size: int = 32):
     if data in ("auto", "cifar10"):
         try:
             ds = load_dataset("cifar10", "train")
-            return ds.images, ds.labels, f"CIFAR-10's {len(ds)} training images (from {DATA_ROOT / 'cifar-10-batches-py'})"
+            return (
+                ds.images,
+                ds.labels,
+                f"CIFAR-10's {len(ds)} training images (from {DATA_ROOT / 'cifar-10-batches-py'})",
+            )
         except DataError:
             if data == "cifar10":
                 raise
@@ -59,7 +64,11 @@ def load_images(data: str, n_random: int, image_size: int = 32):
         raise ValueError(f"--data must be auto, cifar10 or random, got {data!r}")
     ds = random_dataset(n_random, image_size)
     text = f"{n_random} random uint8 images of CIFAR-10's shape (3×{image_size}×{image_size})"
-    return ds.images, ds.labels, text + (f" (no CIFAR-10 in {DATA_ROOT / 'cifar-10-batches-py'})" if data == "auto" else "")
+    return (
+        ds.images,
+        ds.labels,
+        text + (f" (no CIFAR-10 in {DATA_ROOT / 'cifar-10-batches-py'})" if data == "auto" else ""),
+    )
 
 
 def method_args(method: str, cfg) -> dict:
@@ -102,20 +111,47 @@ def lightly_transform(method: str, a: dict, size: int):
     )
 
     if method == "simclr":
-        return SimCLRTransform(input_size=size, cj_prob=a["jitter_p"], cj_strength=a["jitter_strength"],
-                               min_scale=a["crop_scale"][0], random_gray_scale=a["gray_p"], gaussian_blur=a["blur_p"],
-                               hf_prob=a["flip_p"], normalize=None)
+        return SimCLRTransform(
+            input_size=size,
+            cj_prob=a["jitter_p"],
+            cj_strength=a["jitter_strength"],
+            min_scale=a["crop_scale"][0],
+            random_gray_scale=a["gray_p"],
+            gaussian_blur=a["blur_p"],
+            hf_prob=a["flip_p"],
+            normalize=None,
+        )
     jb, jc, js, jh = a["jitter"]
     if method == "byol":
-        views = [cls(input_size=size, cj_bright=jb, cj_contrast=jc, cj_sat=js, cj_hue=jh, min_scale=a["crop_scale"][0],
-                     random_gray_scale=a["gray_p"], gaussian_blur=a["blur_p"][i], solarization_prob=a["solarize_p"][i],
-                     normalize=None)
-                 for i, cls in enumerate((BYOLView1Transform, BYOLView2Transform))]
+        views = [
+            cls(
+                input_size=size,
+                cj_bright=jb,
+                cj_contrast=jc,
+                cj_sat=js,
+                cj_hue=jh,
+                min_scale=a["crop_scale"][0],
+                random_gray_scale=a["gray_p"],
+                gaussian_blur=a["blur_p"][i],
+                solarization_prob=a["solarize_p"][i],
+                normalize=None,
+            )
+            for i, cls in enumerate((BYOLView1Transform, BYOLView2Transform))
+        ]
         return BYOLTransform(view_1_transform=views[0], view_2_transform=views[1])
     if method == "moco_v2":
-        return MoCoV2Transform(input_size=size, cj_prob=a["jitter_p"], cj_bright=jb, cj_contrast=jc, cj_sat=js, cj_hue=jh,
-                               min_scale=a["crop_scale"][0], random_gray_scale=a["gray_p"], gaussian_blur=a["blur_p"],
-                               normalize=None)
+        return MoCoV2Transform(
+            input_size=size,
+            cj_prob=a["jitter_p"],
+            cj_bright=jb,
+            cj_contrast=jc,
+            cj_sat=js,
+            cj_hue=jh,
+            min_scale=a["crop_scale"][0],
+            random_gray_scale=a["gray_p"],
+            gaussian_blur=a["blur_p"],
+            normalize=None,
+        )
     raise ValueError(f"no peer pipeline for {method!r}; choose from {', '.join(METHODS)}")
 
 
@@ -201,7 +237,9 @@ def peer_optimizer(cfg, model: PeerModel, lr: float):
     raise ValueError(f"no peer optimiser for {cfg.optimizer!r}")
 
 
-def bench_peer(method: str, cfg, images: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int, workers: int) -> dict:
+def bench_peer(
+    method: str, cfg, images: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int, workers: int
+) -> dict:
     """Images per second of lightly's pipeline: DataLoader workers with lightly's transform, then the step."""
     from sslbook.data.base import DataInfo
     from sslbook.models import build_backbone
@@ -211,8 +249,15 @@ def bench_peer(method: str, cfg, images: torch.Tensor, labels: torch.Tensor, ste
     a = method_args(method, cfg)
     array = np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy())  # N×H×W×3, as CIFAR's arrays come
     dataset = ArrayViews(array, labels.numpy(), lightly_transform(method, a, cfg.image_size))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=cuda,
+        persistent_workers=workers > 0,
+    )
     if len(loader) == 0:
         raise ValueError(f"{len(dataset)} images are fewer than one batch of {cfg.batch_size}")
     torch.manual_seed(cfg.seed)
@@ -252,16 +297,32 @@ def bench_peer(method: str, cfg, images: torch.Tensor, labels: torch.Tensor, ste
     seconds = time.perf_counter() - t0
     import lightly
 
-    return dict(library=f"lightly {lightly.__version__}", images_per_s=steps * cfg.batch_size / seconds,
-                step_ms=1000 * seconds / steps, seconds=seconds, workers=workers, final_loss=float(loss))
+    return dict(
+        library=f"lightly {lightly.__version__}",
+        images_per_s=steps * cfg.batch_size / seconds,
+        step_ms=1000 * seconds / steps,
+        seconds=seconds,
+        workers=workers,
+        final_loss=float(loss),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def compare(methods=METHODS, batch_size: int = 512, steps: int = 50, warmup: int = 10, backbone: str = "resnet18_cifar",
-            data: str = "auto", images: int = 50000, workers: int | None = None, compile: bool = False,
-            data_on: str | None = None, verbose: bool = True) -> dict:
+def compare(
+    methods=METHODS,
+    batch_size: int = 512,
+    steps: int = 50,
+    warmup: int = 10,
+    backbone: str = "resnet18_cifar",
+    data: str = "auto",
+    images: int = 50000,
+    workers: int | None = None,
+    compile: bool = False,
+    data_on: str | None = None,
+    verbose: bool = True,
+) -> dict:
     """Run both pipelines for each method; return (and print) the figures."""
     import os
 
@@ -281,17 +342,48 @@ def compare(methods=METHODS, batch_size: int = 512, steps: int = 50, warmup: int
     rows = []
     for method in methods:
         cfg = resolve(method, "full", batch_size=batch_size, backbone=backbone, num_workers=workers, data=label)
-        ours = bench(method, "full", steps=steps, warmup=warmup, batch_size=batch_size, backbone=backbone, data=label,
-                     compile=compile, data_on=data_on, num_workers=workers, train_set=train_set, verbose=False)
+        ours = bench(
+            method,
+            "full",
+            steps=steps,
+            warmup=warmup,
+            batch_size=batch_size,
+            backbone=backbone,
+            data=label,
+            compile=compile,
+            data_on=data_on,
+            num_workers=workers,
+            train_set=train_set,
+            verbose=False,
+        )
         peer = bench_peer(method, cfg, x, y, steps, warmup, workers)
-        rows.append(dict(method=method, backbone=backbone, batch_size=batch_size, image_size=cfg.image_size,
-                         optimizer=cfg.optimizer, sslbook_images_per_s=ours["images_per_s"],
-                         peer_images_per_s=peer["images_per_s"], ratio=ours["images_per_s"] / peer["images_per_s"],
-                         sslbook_data_path=ours["data_path"], sslbook_seconds_per_epoch=ours["seconds_per_epoch"],
-                         peer_seconds_per_epoch=50000 / peer["images_per_s"], peer_workers=workers,
-                         sslbook=ours, peer=peer))
-    result = dict(hardware=hardware(), peer=rows[0]["peer"]["library"] if rows else None, data=about, steps=steps,
-                  warmup=warmup, compile=compile, rows=rows)
+        rows.append(
+            dict(
+                method=method,
+                backbone=backbone,
+                batch_size=batch_size,
+                image_size=cfg.image_size,
+                optimizer=cfg.optimizer,
+                sslbook_images_per_s=ours["images_per_s"],
+                peer_images_per_s=peer["images_per_s"],
+                ratio=ours["images_per_s"] / peer["images_per_s"],
+                sslbook_data_path=ours["data_path"],
+                sslbook_seconds_per_epoch=ours["seconds_per_epoch"],
+                peer_seconds_per_epoch=50000 / peer["images_per_s"],
+                peer_workers=workers,
+                sslbook=ours,
+                peer=peer,
+            )
+        )
+    result = dict(
+        hardware=hardware(),
+        peer=rows[0]["peer"]["library"] if rows else None,
+        data=about,
+        steps=steps,
+        warmup=warmup,
+        compile=compile,
+        rows=rows,
+    )
     if verbose:
         print(format_compare(result))
         print(json.dumps(result))
@@ -299,15 +391,20 @@ def compare(methods=METHODS, batch_size: int = 512, steps: int = 50, warmup: int
 
 
 def format_compare(r: dict) -> str:
-    lines = [f"sslbook vs {r['peer']}: images/s through the whole training step ({r['steps']} timed steps after "
-             f"{r['warmup']} warm-up steps, bf16 autocast on CUDA, sslbook compile {'on' if r['compile'] else 'off'})",
-             f"hardware: {r['hardware']}", f"data: {r['data']}",
-             f"{'method':<9}{'backbone':<16}{'batch':>6}{'optim':>7}{'sslbook img/s':>15}{'lightly img/s':>15}"
-             f"{'sslbook/lightly':>17}  sslbook data path / lightly workers"]
+    lines = [
+        f"sslbook vs {r['peer']}: images/s through the whole training step ({r['steps']} timed steps after "
+        f"{r['warmup']} warm-up steps, bf16 autocast on CUDA, sslbook compile {'on' if r['compile'] else 'off'})",
+        f"hardware: {r['hardware']}",
+        f"data: {r['data']}",
+        f"{'method':<9}{'backbone':<16}{'batch':>6}{'optim':>7}{'sslbook img/s':>15}{'lightly img/s':>15}"
+        f"{'sslbook/lightly':>17}  sslbook data path / lightly workers",
+    ]
     for row in r["rows"]:
-        lines.append(f"{row['method']:<9}{row['backbone']:<16}{row['batch_size']:>6}{row['optimizer']:>7}"
-                     f"{row['sslbook_images_per_s']:>15,.1f}{row['peer_images_per_s']:>15,.1f}{row['ratio']:>16.2f}×"
-                     f"  {row['sslbook_data_path']} / {row['peer_workers']}")
+        lines.append(
+            f"{row['method']:<9}{row['backbone']:<16}{row['batch_size']:>6}{row['optimizer']:>7}"
+            f"{row['sslbook_images_per_s']:>15,.1f}{row['peer_images_per_s']:>15,.1f}{row['ratio']:>16.2f}×"
+            f"  {row['sslbook_data_path']} / {row['peer_workers']}"
+        )
     return "\n".join(lines)
 
 
@@ -320,11 +417,15 @@ def main(argv=None) -> dict:
     p.add_argument("--backbone", default="resnet18_cifar", help="sslbook's backbone, used by both sides")
     p.add_argument("--data", default="auto", choices=["auto", "cifar10", "random"])
     p.add_argument("--images", type=int, default=50000, help="how many random images when there is no CIFAR-10")
-    p.add_argument("--workers", type=int, help="DataLoader workers (lightly; sslbook's loader path); default min(8, CPUs)")
+    p.add_argument(
+        "--workers", type=int, help="DataLoader workers (lightly; sslbook's loader path); default min(8, CPUs)"
+    )
     p.add_argument("--compile", action="store_true", help="sslbook side: torch.compile")
     p.add_argument("--data-on", choices=["auto", "device", "loader"], help="sslbook side: the data path (default auto)")
     a = p.parse_args(argv)
-    return compare(a.method, a.batch_size, a.steps, a.warmup, a.backbone, a.data, a.images, a.workers, a.compile, a.data_on)
+    return compare(
+        a.method, a.batch_size, a.steps, a.warmup, a.backbone, a.data, a.images, a.workers, a.compile, a.data_on
+    )
 
 
 if __name__ == "__main__":

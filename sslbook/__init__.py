@@ -6,6 +6,7 @@ The chapters of the book import this package; the package never imports the book
     >>> sslbook.list_methods()          # every method trainable by `python -m sslbook train NAME`
     >>> result = sslbook.train("supervised", epochs=2)
 """
+
 from sslbook._version import __version__
 from sslbook.config import current_preset, get_preset, run_dir
 from sslbook.methods import list_methods

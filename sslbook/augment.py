@@ -11,6 +11,7 @@ All functions take ``x``: float images N×3×H×W in [0, 1] on any device, and a
 A recipe is a :class:`ViewRecipe`: a dataclass of the usual parameters (SimCLR's crop scale,
 colour-jitter strength, blur and solarisation probabilities), callable on a batch.
 """
+
 from __future__ import annotations
 
 import math
@@ -170,7 +171,9 @@ def gaussian_blur(
     return torch.where(_coin(n, p, x, generator).view(-1, 1, 1, 1), blurred, x)
 
 
-def solarize(x: torch.Tensor, p: float = 0.2, threshold: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+def solarize(
+    x: torch.Tensor, p: float = 0.2, threshold: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     mask = _coin(x.shape[0], p, x, generator).view(-1, 1, 1, 1)
     return torch.where(mask & (x >= threshold), 1 - x, x)
 
@@ -207,11 +210,22 @@ class ViewRecipe:
         return x
 
 
-def asymmetric_pair(size: int, scale, blur_p: tuple[float, float], solarize_p: tuple[float, float], jitter, gray_p: float) -> list[ViewRecipe]:
+def asymmetric_pair(
+    size: int, scale, blur_p: tuple[float, float], solarize_p: tuple[float, float], jitter, gray_p: float
+) -> list[ViewRecipe]:
     """BYOL's two view recipes (Grill et al. 2020, Table 6), also Barlow Twins': the same crop, flip, jitter and
     grayscale, view ``i`` blurred with probability ``blur_p[i]`` and solarised with ``solarize_p[i]``."""
-    return [ViewRecipe(size=size, scale=tuple(scale), blur_p=blur_p[i], solarize_p=solarize_p[i], jitter=tuple(jitter), gray_p=gray_p)
-            for i in range(2)]
+    return [
+        ViewRecipe(
+            size=size,
+            scale=tuple(scale),
+            blur_p=blur_p[i],
+            solarize_p=solarize_p[i],
+            jitter=tuple(jitter),
+            gray_p=gray_p,
+        )
+        for i in range(2)
+    ]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

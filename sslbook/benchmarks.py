@@ -17,6 +17,7 @@ achieved FLOP/s and the model FLOPs utilisation (MFU) against the device's peak 
 (1 − mask ratio). The benchmark times a forward + backward pass of the ViT encoder at several mask
 ratios, at the same batch, with bf16 autocast and the fused attention kernel on CUDA.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,10 +100,22 @@ def _batch_stream(s):
         epoch += 1
 
 
-def bench(method: str, preset: str | None = None, steps: int = 50, warmup: int = 10, batch_size: int | None = None,
-          backbone: str | None = None, data: str | None = None, compile: bool = False, data_on: str | None = None,
-          images: int = EPOCH_IMAGES, num_workers: int | None = None, train_set=None, verbose: bool = True,
-          **overrides) -> dict:
+def bench(
+    method: str,
+    preset: str | None = None,
+    steps: int = 50,
+    warmup: int = 10,
+    batch_size: int | None = None,
+    backbone: str | None = None,
+    data: str | None = None,
+    compile: bool = False,
+    data_on: str | None = None,
+    images: int = EPOCH_IMAGES,
+    num_workers: int | None = None,
+    train_set=None,
+    verbose: bool = True,
+    **overrides,
+) -> dict:
     """Images per second of ``method``'s training step, as :func:`sslbook.trainer.run` takes it.
 
     ``data="random"``: ``images`` random uint8 images of the config's size (CIFAR's shape by default);
@@ -116,8 +129,19 @@ def bench(method: str, preset: str | None = None, steps: int = 50, warmup: int =
 
     if not (isinstance(steps, int) and steps >= 1 and isinstance(warmup, int) and warmup >= 0):
         raise ValueError(f"bench needs steps >= 1 and warmup >= 0, got steps={steps!r}, warmup={warmup!r}")
-    cfg = resolve(method, preset, batch_size=batch_size, backbone=backbone, data=data, compile=compile or None,
-                  data_on=data_on, num_workers=num_workers, max_steps=warmup + steps, progress=False, **overrides)
+    cfg = resolve(
+        method,
+        preset,
+        batch_size=batch_size,
+        backbone=backbone,
+        data=data,
+        compile=compile or None,
+        data_on=data_on,
+        num_workers=num_workers,
+        max_steps=warmup + steps,
+        progress=False,
+        **overrides,
+    )
     if train_set is None and cfg.data == "random":
         train_set = random_dataset(images, cfg.image_size)
     s = setup(cfg, train_set)
@@ -158,13 +182,31 @@ def bench(method: str, preset: str | None = None, steps: int = 50, warmup: int =
     name = torch.cuda.get_device_name(s.device) if cuda else None
     peak = peak_bf16_flops(name) if cuda else None
     result = dict(
-        method=method, preset=cfg.preset, backbone=cfg.backbone, data=cfg.data, images=len(s.train_set),
-        image_size=cfg.image_size, batch_size=cfg.batch_size, processes=s.world, steps=steps, warmup=warmup,
-        data_path=s.data_path, augment_on=cfg.augment_on, num_workers=cfg.num_workers if s.data_path == "loader" else 0,
-        compile=bool(cfg.compile), amp=s.use_amp, optimizer=cfg.optimizer, hardware=hardware(), device=name or "cpu",
-        seconds=seconds, step_ms=1000 * seconds / steps, images_per_s=images_per_s,
-        seconds_per_epoch=EPOCH_IMAGES / images_per_s, epoch_images=EPOCH_IMAGES,
-        flops_per_step=flops, achieved_tflops=achieved / 1e12,
+        method=method,
+        preset=cfg.preset,
+        backbone=cfg.backbone,
+        data=cfg.data,
+        images=len(s.train_set),
+        image_size=cfg.image_size,
+        batch_size=cfg.batch_size,
+        processes=s.world,
+        steps=steps,
+        warmup=warmup,
+        data_path=s.data_path,
+        augment_on=cfg.augment_on,
+        num_workers=cfg.num_workers if s.data_path == "loader" else 0,
+        compile=bool(cfg.compile),
+        amp=s.use_amp,
+        optimizer=cfg.optimizer,
+        hardware=hardware(),
+        device=name or "cpu",
+        seconds=seconds,
+        step_ms=1000 * seconds / steps,
+        images_per_s=images_per_s,
+        seconds_per_epoch=EPOCH_IMAGES / images_per_s,
+        epoch_images=EPOCH_IMAGES,
+        flops_per_step=flops,
+        achieved_tflops=achieved / 1e12,
         peak_bf16_tflops=peak / 1e12 if peak else None,
         mfu=achieved / (peak * s.world) if peak else None,
         peak_memory_gib=torch.cuda.max_memory_allocated(s.device) / 2**30 if cuda else None,
@@ -177,6 +219,7 @@ def bench(method: str, preset: str | None = None, steps: int = 50, warmup: int =
 
 def format_bench(r: dict) -> str:
     """The readable table of a :func:`bench` result."""
+
     def na(x, fmt):
         return "n/a" if x is None else format(x, fmt)
 
@@ -205,8 +248,16 @@ def format_bench(r: dict) -> str:
     return "\n".join(lines)
 
 
-def mae_encoder(backbone: str = "vit_tiny", batch_size: int = 256, image_size: int | None = None,
-                ratios=(0.0, 0.5, 0.75, 0.9), steps: int = 5, warmup: int = 2, device=None, verbose: bool = True) -> dict:
+def mae_encoder(
+    backbone: str = "vit_tiny",
+    batch_size: int = 256,
+    image_size: int | None = None,
+    ratios=(0.0, 0.5, 0.75, 0.9),
+    steps: int = 5,
+    warmup: int = 2,
+    device=None,
+    verbose: bool = True,
+) -> dict:
     """Seconds per forward + backward of the MAE encoder on the kept patches, per mask ratio.
 
     Returns ``{"hardware", "batch_size", "tokens": {ratio: visible patches}, "seconds": {ratio: s},
@@ -248,13 +299,26 @@ def mae_encoder(backbone: str = "vit_tiny", batch_size: int = 256, image_size: i
         seconds[ratio] = (time.perf_counter() - t0) / steps
         cpu_seconds[ratio] = (time.process_time() - c0) / steps
         vit.zero_grad(set_to_none=True)
-    result = dict(hardware=hardware(), backbone=backbone, batch_size=batch_size, image_size=size, patches=L,
-                  tokens=tokens, seconds=seconds, cpu_seconds=cpu_seconds, relative={r: seconds[r] / seconds[ratios[0]] for r in ratios})
+    result = dict(
+        hardware=hardware(),
+        backbone=backbone,
+        batch_size=batch_size,
+        image_size=size,
+        patches=L,
+        tokens=tokens,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        relative={r: seconds[r] / seconds[ratios[0]] for r in ratios},
+    )
     if verbose:
-        print(f"MAE encoder, {backbone} at {size} px ({L} patches), batch {batch_size}, forward + backward; {result['hardware']}")
+        print(
+            f"MAE encoder, {backbone} at {size} px ({L} patches), batch {batch_size}, forward + backward; {result['hardware']}"
+        )
         for r in ratios:
-            print(f"  mask {r:4.0%}: {tokens[r]:4d} visible patches  {1000 * seconds[r]:9.1f} ms/step  "
-                  f"{result['relative'][r]:5.2f} × the unmasked time  (CPU time of this process {1000 * cpu_seconds[r]:9.1f} ms/step)")
+            print(
+                f"  mask {r:4.0%}: {tokens[r]:4d} visible patches  {1000 * seconds[r]:9.1f} ms/step  "
+                f"{result['relative'][r]:5.2f} × the unmasked time  (CPU time of this process {1000 * cpu_seconds[r]:9.1f} ms/step)"
+            )
     return result
 
 

@@ -19,6 +19,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (no p
 A run folder holds ``last.pt`` and ``.lock``: while a run trains, it holds an exclusive lock on ``.lock``
 (:func:`lock_run_folder`), so a second run on the same folder is refused naming the process that trains there.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -103,8 +104,10 @@ def check_writable(folder: str | os.PathLike) -> Path:
             os.close(fd)
             os.unlink(probe)
     except OSError as e:
-        raise RunFolderError(f"--out {folder} cannot hold the run's checkpoints: {e.strerror or e} "
-                             f"({type(e).__name__}); choose another folder") from e
+        raise RunFolderError(
+            f"--out {folder} cannot hold the run's checkpoints: {e.strerror or e} "
+            f"({type(e).__name__}); choose another folder"
+        ) from e
     return folder
 
 
@@ -121,11 +124,16 @@ class RunLock:
             holder = os.pread(self._fd, 512, 0).decode(errors="replace").strip() or "another process"
             os.close(self._fd)
             self._fd = None
-            raise RunFolderError(f"--out {folder} is in use by another run ({holder}); wait for it to finish "
-                                 "or choose another --out folder") from None
+            raise RunFolderError(
+                f"--out {folder} is in use by another run ({holder}); wait for it to finish "
+                "or choose another --out folder"
+            ) from None
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
-                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(
+            self._fd,
+            f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+            0,
+        )
 
     def release(self) -> None:
         if self._fd is not None:
@@ -156,8 +164,10 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not an sslbook checkpoint (format {FORMAT!r} expected)")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path} is an sslbook checkpoint without {', '.join(repr(k) for k in missing)}: "
-                              "it is damaged or was not written by sslbook's trainer; train the run again")
+        raise CheckpointError(
+            f"{path} is an sslbook checkpoint without {', '.join(repr(k) for k in missing)}: "
+            "it is damaged or was not written by sslbook's trainer; train the run again"
+        )
     return ckpt
 
 

@@ -18,6 +18,7 @@ is ``--lr`` × B / 256 whatever K is.
 ``bench`` prints a table of the training step's speed (images/s, seconds per 50,000-image epoch, peak GPU
 memory, FLOPs, MFU) with the hardware, and as its last line one JSON object with every figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,38 +41,78 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a method, evaluate it, print a JSON line of metrics")
     t.add_argument("method", help=f"one of: {', '.join(list_methods())}")
-    t.add_argument("--data", help="shapes (default at tiny), cifar10, cifar100, stl10, imagenet, folder:PATH, or random "
-                                  "(noise of CIFAR-10's shape: to time a recipe where its data is missing)")
+    t.add_argument(
+        "--data",
+        help="shapes (default at tiny), cifar10, cifar100, stl10, imagenet, folder:PATH, or random "
+        "(noise of CIFAR-10's shape: to time a recipe where its data is missing)",
+    )
     t.add_argument("--download", action="store_true", help="let torchvision fetch CIFAR/STL-10 into the data folder")
-    t.add_argument("--preset", choices=sorted(PRESETS),
-                   help="tiny (CPU, minutes), full (paper scale) or speedrun (CIFAR-10 to a kNN target against the clock); "
-                        "default $SSLBOOK_PRESET or tiny")
+    t.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="tiny (CPU, minutes), full (paper scale) or speedrun (CIFAR-10 to a kNN target against the clock); "
+        "default $SSLBOOK_PRESET or tiny",
+    )
     t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int,
-                   help="the global batch B of one step over all processes: under torchrun --nproc_per_node=K each "
-                        "process takes B/K images (B must be a multiple of K)")
-    t.add_argument("--lr", type=float, dest="base_lr",
-                   help="base learning rate for a batch of 256: the run uses lr = base_lr x B / 256 with the global B")
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        help="the global batch B of one step over all processes: under torchrun --nproc_per_node=K each "
+        "process takes B/K images (B must be a multiple of K)",
+    )
+    t.add_argument(
+        "--lr",
+        type=float,
+        dest="base_lr",
+        help="base learning rate for a batch of 256: the run uses lr = base_lr x B / 256 with the global B",
+    )
     t.add_argument("--backbone")
     t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     t.add_argument("--workers", type=int, dest="num_workers")
     t.add_argument("--seed", type=int)
     t.add_argument("--grad-clip", type=float)
-    t.add_argument("--out", help="checkpoint folder (last.pt is written atomically every epoch); refused if another "
-                                 "run is training there or if it holds a run and neither --resume nor --overwrite is given")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (a resume may change how long the "
-                                                         "run trains and how it is evaluated, nothing else)")
-    t.add_argument("--overwrite", action="store_true", default=None, help="start afresh in an OUT that holds a run, replacing it")
-    t.add_argument("--checkpoint-every", type=int, dest="checkpoint_every",
-                   help="also checkpoint every N optimiser steps inside an epoch (for long epochs)")
+    t.add_argument(
+        "--out",
+        help="checkpoint folder (last.pt is written atomically every epoch); refused if another "
+        "run is training there or if it holds a run and neither --resume nor --overwrite is given",
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt (a resume may change how long the "
+        "run trains and how it is evaluated, nothing else)",
+    )
+    t.add_argument(
+        "--overwrite", action="store_true", default=None, help="start afresh in an OUT that holds a run, replacing it"
+    )
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        dest="checkpoint_every",
+        help="also checkpoint every N optimiser steps inside an epoch (for long epochs)",
+    )
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the backbone, heads and momentum copies")
-    t.add_argument("--data-on", choices=["auto", "device", "loader"],
-                   help="batches drawn on the device from images held there, or by a DataLoader (default auto)")
-    t.add_argument("--target-knn", type=float, dest="target_knn",
-                   help="stop once the kNN monitor reads this top-1 (a fraction; needs the monitor, on at every preset)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method argument, e.g. --set temperature=0.2 (value parsed as JSON when it can be)")
+    t.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the backbone, heads and momentum copies"
+    )
+    t.add_argument(
+        "--data-on",
+        choices=["auto", "device", "loader"],
+        help="batches drawn on the device from images held there, or by a DataLoader (default auto)",
+    )
+    t.add_argument(
+        "--target-knn",
+        type=float,
+        dest="target_knn",
+        help="stop once the kNN monitor reads this top-1 (a fraction; needs the monitor, on at every preset)",
+    )
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method argument, e.g. --set temperature=0.2 (value parsed as JSON when it can be)",
+    )
 
     b = sub.add_parser("bench", help="images/s, FLOPs and memory of a method's training step; a JSON line last")
     b.add_argument("method", help=f"one of: {', '.join(list_methods())}")
@@ -90,9 +131,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--data", help="evaluate on another data set than the one trained on")
     e.add_argument("--download", action="store_true")
-    e.add_argument("--protocol", choices=["knn", "linear", "kmeans", "finetune", "segmentation", "detection", "transfer"],
-                   default="knn", help="segmentation / detection: sslbook.dense's frozen probes on the data's masks "
-                                       "(shapes or tabletop); transfer: kNN and linear on --data (default tabletop)")
+    e.add_argument(
+        "--protocol",
+        choices=["knn", "linear", "kmeans", "finetune", "segmentation", "detection", "transfer"],
+        default="knn",
+        help="segmentation / detection: sslbook.dense's frozen probes on the data's masks "
+        "(shapes or tabletop); transfer: kNN and linear on --data (default tabletop)",
+    )
     e.add_argument("--label-fraction", type=float, default=0.1, help="finetune: fraction of labels used")
     e.add_argument("--epochs", type=int, default=None, help="finetune / linear epochs")
     return p
@@ -149,9 +194,27 @@ def _train(args) -> int:
     from sslbook.config import resolve
     from sslbook.trainer import run
 
-    overrides = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "base_lr", "backbone", "max_steps",
-                                                "num_workers", "seed", "grad_clip", "out", "progress", "compile", "data_on",
-                                                "target_knn", "overwrite", "checkpoint_every")}
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "data",
+            "epochs",
+            "batch_size",
+            "base_lr",
+            "backbone",
+            "max_steps",
+            "num_workers",
+            "seed",
+            "grad_clip",
+            "out",
+            "progress",
+            "compile",
+            "data_on",
+            "target_knn",
+            "overwrite",
+            "checkpoint_every",
+        )
+    }
     cfg = resolve(args.method, args.preset, resume=args.resume or None, method_kwargs=_parse_set(args.set), **overrides)
     if args.download:
         from sslbook.data import load_dataset
@@ -161,14 +224,31 @@ def _train(args) -> int:
             load_dataset(cfg.data, "test", download=True, image_size=cfg.image_size, **cfg.data_kwargs)
     result = run(cfg)
     if dist.is_main():
-        print(json.dumps({"method": cfg.method, "preset": cfg.preset, "data": cfg.data, "backbone": cfg.backbone,
-                          "epochs": cfg.epochs, "steps": len(result.history) and result.history[-1]["step"],
-                          "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-                          "train_seconds": round(result.train_seconds, 2), **result.metrics,
-                          **({"target_knn": cfg.target_knn, "target_reached": result.target_reached,
-                              "knn_checks": len(result.monitor),
-                              "knn_check_seconds": round(sum(m.get("eval_seconds", 0.0) for m in result.monitor), 2)}
-                             if cfg.target_knn is not None else {})}))
+        print(
+            json.dumps(
+                {
+                    "method": cfg.method,
+                    "preset": cfg.preset,
+                    "data": cfg.data,
+                    "backbone": cfg.backbone,
+                    "epochs": cfg.epochs,
+                    "steps": len(result.history) and result.history[-1]["step"],
+                    "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                    "train_seconds": round(result.train_seconds, 2),
+                    **result.metrics,
+                    **(
+                        {
+                            "target_knn": cfg.target_knn,
+                            "target_reached": result.target_reached,
+                            "knn_checks": len(result.monitor),
+                            "knn_check_seconds": round(sum(m.get("eval_seconds", 0.0) for m in result.monitor), 2),
+                        }
+                        if cfg.target_knn is not None
+                        else {}
+                    ),
+                }
+            )
+        )
     dist.cleanup()
     return 0
 
@@ -177,9 +257,19 @@ def _bench(args) -> int:
     from sslbook import distributed as dist
     from sslbook.benchmarks import bench
 
-    result = bench(args.method, args.preset, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
-                   backbone=args.backbone, data=args.data, compile=args.compile, data_on=args.data_on,
-                   images=args.images, num_workers=args.num_workers)
+    result = bench(
+        args.method,
+        args.preset,
+        steps=args.steps,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+        backbone=args.backbone,
+        data=args.data,
+        compile=args.compile,
+        data_on=args.data_on,
+        images=args.images,
+        num_workers=args.num_workers,
+    )
     if dist.is_main():
         print(json.dumps(result))
     dist.cleanup()
@@ -208,14 +298,20 @@ def _eval(args) -> int:
     out = {"checkpoint": args.checkpoint, "method": cfg.method, "data": cfg.data, "protocol": args.protocol}
     if args.protocol == "finetune":
         kw = {"epochs": args.epochs} if args.epochs else {}
-        res = evaluation.finetune(backbone, train_set, test_set, label_fraction=args.label_fraction, progress=True, **kw)
+        res = evaluation.finetune(
+            backbone, train_set, test_set, label_fraction=args.label_fraction, progress=True, **kw
+        )
         out.update(label_fraction=args.label_fraction, finetune_top1=float(res["top1"]))
     else:
         if args.epochs:
             cfg = replace(cfg, linear_epochs=args.epochs)
         from sslbook.trainer import evaluate_backbone
 
-        out.update(evaluate_backbone(backbone, cfg, protocols=(args.protocol,), train_set=train_set, test_set=test_set, progress=True))
+        out.update(
+            evaluate_backbone(
+                backbone, cfg, protocols=(args.protocol,), train_set=train_set, test_set=test_set, progress=True
+            )
+        )
     print(json.dumps(out))
     return 0
 

@@ -6,16 +6,20 @@ a = b = 0, so "predict ab from L" is exactly "colour a grayscale image" (Zhang e
 
 All functions take batched tensors N×3×H×W (channels first) on any device and compute in float32.
 """
+
 from __future__ import annotations
 
 import torch
 
 # sRGB primaries → CIE XYZ (D65), IEC 61966-2-1
-_RGB_TO_XYZ = torch.tensor([
-    [0.4124564, 0.3575761, 0.1804375],
-    [0.2126729, 0.7151522, 0.0721750],
-    [0.0193339, 0.1191920, 0.9503041],
-], dtype=torch.float64)
+_RGB_TO_XYZ = torch.tensor(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ],
+    dtype=torch.float64,
+)
 _XYZ_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ)
 _WHITE = _RGB_TO_XYZ.sum(1)  # the XYZ of sRGB white (1, 1, 1): the D65 reference white (0.9505, 1, 1.089)
 _DELTA = 6 / 29
@@ -41,7 +45,7 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 def _rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)  # undo the sRGB gamma
     xyz = _mix(_RGB_TO_XYZ, linear) / _WHITE.to(rgb.device, rgb.dtype).view(1, 3, 1, 1)
-    f = torch.where(xyz > _DELTA ** 3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * _DELTA ** 2) + 4 / 29)
+    f = torch.where(xyz > _DELTA**3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * _DELTA**2) + 4 / 29)
     fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
@@ -56,7 +60,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 def _lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     fy = (lab[:, 0] + 16) / 116
     f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], dim=1)
-    xyz = torch.where(f > _DELTA, f ** 3, 3 * _DELTA ** 2 * (f - 4 / 29))
+    xyz = torch.where(f > _DELTA, f**3, 3 * _DELTA**2 * (f - 4 / 29))
     xyz = xyz * _WHITE.to(lab.device, lab.dtype).view(1, 3, 1, 1)
     linear = _mix(_XYZ_TO_RGB, xyz).clamp(0, 1)
     rgb = torch.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055)

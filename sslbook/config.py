@@ -20,6 +20,7 @@ a multiple of K), on one process all B. Recipes give ``base_lr``, the rate for a
 uses lr = base_lr × B / 256 (the linear scaling rule, Goyal et al. 2017), so a recipe trains the same on
 one GPU or eight. ``sync_bn`` asks for BatchNorm over the global batch where the method's paper does.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,7 +50,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 256  # the GLOBAL batch B: under torchrun --nproc_per_node=K each process takes B/K (B % K == 0)
     optimizer: str = "sgd"  # sgd | adamw | lars
-    base_lr: float = 0.1  # lr = base_lr × batch_size / 256 with the global batch (the linear scaling rule, in the trainer)
+    base_lr: float = (
+        0.1  # lr = base_lr × batch_size / 256 with the global batch (the linear scaling rule, in the trainer)
+    )
     min_lr_ratio: float = 0.0
     weight_decay: float = 5e-4
     momentum: float = 0.9
@@ -57,7 +60,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop early after this many optimiser steps (smoke tests, benchmarks)
     seed: int = 0
     num_workers: int = 0
-    augment_on: str = "device"  # device: views made on the batch after it reaches the device; loader: in DataLoader workers
+    augment_on: str = (
+        "device"  # device: views made on the batch after it reaches the device; loader: in DataLoader workers
+    )
     # where batches come from. device: the uint8 images copied once to the device and drawn there by index
     # (sslbook.data.device.DeviceBatches; in-memory data sets and augment_on="device" only); loader: a
     # DataLoader with num_workers workers and pinned memory; auto: device on CUDA when the images take at
@@ -170,15 +175,35 @@ RECIPES: dict[str, dict[str, dict]] = {
         # 44.9% / 71.3%; ×10 with τ_base 0.9: 44.1% / 68.5%; ×10 with a fixed (undecayed) predictor rate: 49.7% / 71.3%;
         # SGD (lr 0.2, wd 5e-4): 40.7% / 66.1%. Seed 1 (its random init: 37.5% / 64.7%), this recipe: 38.0% / 63.4%,
         # above on kNN only: at this budget BYOL's margin over its floor depends on the seed.
-        "tiny": dict(optimizer="adamw", base_lr=0.004, weight_decay=1e-4, epochs=5, batch_size=64, warmup_epochs=0.5,
-                     method_kwargs=dict(proj_dim=128, hidden_dim=512, base_momentum=0.99, blur_p=(0.0, 0.0), crop_scale=(0.2, 1.0),
-                                        predictor_lr_scale=10.0)),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=0.004,
+            weight_decay=1e-4,
+            epochs=5,
+            batch_size=64,
+            warmup_epochs=0.5,
+            method_kwargs=dict(
+                proj_dim=128,
+                hidden_dim=512,
+                base_momentum=0.99,
+                blur_p=(0.0, 0.0),
+                crop_scale=(0.2, 1.0),
+                predictor_lr_scale=10.0,
+            ),
+        ),
         # Full: solo-learn's CIFAR BYOL (LARS lr 1.0 × batch/256, wd 1e-5, τ 0.99 → 1, 10 warm-up epochs,
         # 1000 epochs, projector 4096 → 256); no blur at 32 px. Global BN: the official code accumulates the BN
         # statistics across devices (deepmind-research byol/configs/byol.py, bn_config cross_replica_axis).
-        "full": dict(optimizer="lars", base_lr=1.0, weight_decay=1e-5, epochs=1000, batch_size=256, warmup_epochs=10,
-                     sync_bn=True,
-                     method_kwargs=dict(proj_dim=256, hidden_dim=4096, base_momentum=0.99, blur_p=(0.0, 0.0))),
+        "full": dict(
+            optimizer="lars",
+            base_lr=1.0,
+            weight_decay=1e-5,
+            epochs=1000,
+            batch_size=256,
+            warmup_epochs=10,
+            sync_bn=True,
+            method_kwargs=dict(proj_dim=256, hidden_dim=4096, base_momentum=0.99, blur_p=(0.0, 0.0)),
+        ),
     },
     "simsiam": {
         # Tiny: SimCLR's tiny optimiser (AdamW, wd 1e-4, warm-up 0.5 epoch), batch 64 (78 steps an epoch), 5 epochs,
@@ -189,27 +214,55 @@ RECIPES: dict[str, dict[str, dict]] = {
         # (two executions; base lr 0.004: 41.4% / 59.9%, 0.016: 33.8% / 47.0%; wd 1.0: 41.5% / 61.7%; batch 128:
         # 37.5% / 58.7%); predictor ×10, 3 epochs: 49.8% / 71.7% (seed 0), 39.7% / 64.4% (seed 1); predictor ×10,
         # 5 epochs (this recipe): 56.9% / 76.3% (seed 0), 42.7% / 65.7% (seed 1), above the floor on both seeds.
-        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=5, batch_size=64, warmup_epochs=0.5,
-                     method_kwargs=dict(proj_dim=512, pred_hidden=128, predictor_lr_scale=10.0)),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=0.002,
+            weight_decay=1e-4,
+            epochs=5,
+            batch_size=64,
+            warmup_epochs=0.5,
+            method_kwargs=dict(proj_dim=512, pred_hidden=128, predictor_lr_scale=10.0),
+        ),
         # Full: the paper's CIFAR-10 setting (Chen & He 2021, App. D): SGD lr 0.03 × batch/256, wd 5e-4,
         # momentum 0.9, batch 512, 800 epochs, projector 2048 (2 layers), predictor hidden 512. BN synchronised
         # across devices, as in the official code (facebookresearch/simsiam main_simsiam.py, "Apply SyncBN").
-        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=5e-4, epochs=800, batch_size=512, sync_bn=True,
-                     method_kwargs=dict(proj_dim=2048, pred_hidden=512)),
+        "full": dict(
+            optimizer="sgd",
+            base_lr=0.03,
+            weight_decay=5e-4,
+            epochs=800,
+            batch_size=512,
+            sync_bn=True,
+            method_kwargs=dict(proj_dim=2048, pred_hidden=512),
+        ),
     },
     "barlow_twins": {
         # Tiny: SimCLR's tiny optimiser (AdamW, base lr 0.002, wd 1e-4, batch 128, warm-up 0.5 epoch, 3 epochs: ~117
         # steps, a CPU budget of minutes) and its crops of 20–100% (32-px scenes); a 3-layer projector of width 1024
         # (the paper's 8192 is ~64× the compute of the small CNN's head), λ = 5e-3 as in the paper; no blur at 32 px.
         # One run on the shared CPU: kNN 57.4% / linear 76.3% against random init's 40.5% / 68.7%.
-        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
-                     method_kwargs=dict(proj_dim=1024, lambd=5e-3, blur_p=(0.0, 0.0), crop_scale=(0.2, 1.0))),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=0.002,
+            weight_decay=1e-4,
+            epochs=3,
+            batch_size=128,
+            warmup_epochs=0.5,
+            method_kwargs=dict(proj_dim=1024, lambd=5e-3, blur_p=(0.0, 0.0), crop_scale=(0.2, 1.0)),
+        ),
         # Full: the paper (Zbontar et al. 2021): LARS, lr 0.2 × batch/256 for weights, wd 1.5e-6, 10 warm-up
         # epochs, 1000 epochs, projector 3 × 8192, λ = 5e-3; batch 512 for CIFAR; no blur at 32 px. SyncBN, as in
         # the official code (facebookresearch/barlowtwins main.py converts the model with SyncBatchNorm).
-        "full": dict(optimizer="lars", base_lr=0.2, weight_decay=1.5e-6, epochs=1000, batch_size=512, warmup_epochs=10,
-                     sync_bn=True,
-                     method_kwargs=dict(proj_dim=8192, lambd=5e-3, blur_p=(0.0, 0.0))),
+        "full": dict(
+            optimizer="lars",
+            base_lr=0.2,
+            weight_decay=1.5e-6,
+            epochs=1000,
+            batch_size=512,
+            warmup_epochs=10,
+            sync_bn=True,
+            method_kwargs=dict(proj_dim=8192, lambd=5e-3, blur_p=(0.0, 0.0)),
+        ),
     },
     # Chapter 2: pretext tasks from image transformations.
     "rotnet": {
@@ -218,54 +271,107 @@ RECIPES: dict[str, dict[str, dict]] = {
         # on whole colour scenes with light augmentation the network reads the rotation off the
         # horizon and the sky colour alone, and after 3 epochs its features lost to random init
         # (kNN 29% vs 40%); with these views and 6 epochs they beat it.
-        "tiny": dict(optimizer="sgd", base_lr=0.1, weight_decay=5e-4, epochs=6,
-                     method_kwargs=dict(all_rotations=False, crop_scale=(0.2, 1.0), jitter_p=0.8, gray_p=0.2)),
+        "tiny": dict(
+            optimizer="sgd",
+            base_lr=0.1,
+            weight_decay=5e-4,
+            epochs=6,
+            method_kwargs=dict(all_rotations=False, crop_scale=(0.2, 1.0), jitter_p=0.8, gray_p=0.2),
+        ),
         # Full: Gidaris et al. 2018, CIFAR-10 experiments (Sec. 3.1, code github.com/gidariss/FeatureLearningRotNet):
         # SGD, momentum 0.9, batch 128 (×4 rotations), lr 0.1, weight decay 5e-4, 100 epochs (here with
         # a cosine schedule instead of steps ×0.2 at 30/60/80); all four rotations of every image.
-        "full": dict(optimizer="sgd", base_lr=0.2, weight_decay=5e-4, epochs=100, batch_size=128,
-                     method_kwargs=dict(all_rotations=True)),
+        "full": dict(
+            optimizer="sgd",
+            base_lr=0.2,
+            weight_decay=5e-4,
+            epochs=100,
+            batch_size=128,
+            method_kwargs=dict(all_rotations=True),
+        ),
     },
     "relative_position": {
         # Tiny: 3×3 grid of 10-px cells on 32-px images, 7-px patches (gap 2, jitter 1) resized to 16 px,
         # each patch with its own colour jitter (as for rotation, colour shortcuts otherwise dominate).
         # A small learning rate: with base_lr 0.1 the features lost to random init (kNN 37% vs 40%,
         # linear 63% vs 69%, 6 epochs); with 0.02 and 4 epochs the linear probe beats it.
-        "tiny": dict(optimizer="sgd", base_lr=0.02, weight_decay=5e-4, epochs=4,
-                     method_kwargs=dict(gap=2, jitter=1, patch_size=16, jitter_p=0.8, gray_p=0.2)),
+        "tiny": dict(
+            optimizer="sgd",
+            base_lr=0.02,
+            weight_decay=5e-4,
+            epochs=4,
+            method_kwargs=dict(gap=2, jitter=1, patch_size=16, jitter_p=0.8, gray_p=0.2),
+        ),
         # Full: STL-10 (96 px, 100k unlabelled images), ResNet-18. Doersch et al. 2015 cut 96-px patches
         # with 48-px gaps and up to 7-px jitter from ImageNet; scaled to 96-px images: 32-px cells,
         # gap 8, jitter 4 → 20-px patches resized to 64 px. SGD 0.1 (×batch/256), wd 5e-4, 200 epochs.
-        "full": dict(data="stl10", image_size=96, backbone="resnet18", optimizer="sgd", base_lr=0.1,
-                     weight_decay=5e-4, epochs=200, batch_size=256, knn_k=200,
-                     method_kwargs=dict(gap=8, jitter=4, patch_size=64)),
+        "full": dict(
+            data="stl10",
+            image_size=96,
+            backbone="resnet18",
+            optimizer="sgd",
+            base_lr=0.1,
+            weight_decay=5e-4,
+            epochs=200,
+            batch_size=256,
+            knn_k=200,
+            method_kwargs=dict(gap=8, jitter=4, patch_size=64),
+        ),
     },
     "jigsaw": {
         # Tiny: 100 permutations, 7-px tiles (gap 2, jitter 1) resized to 12 px. With base_lr 0.1 the
         # features lost to random init (kNN 31%, linear 61%); a small learning rate as for relative position.
-        "tiny": dict(optimizer="sgd", base_lr=0.02, weight_decay=5e-4, epochs=3,
-                     method_kwargs=dict(num_permutations=100, gap=2, jitter=1, tile_size=12)),
+        "tiny": dict(
+            optimizer="sgd",
+            base_lr=0.02,
+            weight_decay=5e-4,
+            epochs=3,
+            method_kwargs=dict(num_permutations=100, gap=2, jitter=1, tile_size=12),
+        ),
         # Full: Noroozi & Favaro 2016: 1000 permutations of maximal Hamming distance, 64-px tiles cut
         # from 75-px cells of a 225-px crop, SGD lr 0.01 (batch 256), ~350k iterations on ImageNet.
         # On STL-10 (96 px): 32-px cells, gap 8, jitter 4 → 20-px tiles resized to 64 px; 200 epochs.
-        "full": dict(data="stl10", image_size=96, backbone="resnet18", optimizer="sgd", base_lr=0.05,
-                     weight_decay=5e-4, epochs=200, batch_size=256, knn_k=200,
-                     method_kwargs=dict(num_permutations=1000, gap=8, jitter=4, tile_size=64)),
+        "full": dict(
+            data="stl10",
+            image_size=96,
+            backbone="resnet18",
+            optimizer="sgd",
+            base_lr=0.05,
+            weight_decay=5e-4,
+            epochs=200,
+            batch_size=256,
+            knn_k=200,
+            method_kwargs=dict(num_permutations=1000, gap=8, jitter=4, tile_size=64),
+        ),
     },
     "simclr": {
         # Tiny: a few CPU minutes, so few steps: batch 128 (more steps per epoch), AdamW (learns much faster than
         # SGD/LARS in ~100 steps), τ = 0.2 and crops of 20–100% of the area (32-px scenes; 8% crops hold
         # little of the object). Chapter 5 ablates τ, the batch size, the head and the augmentations.
-        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
-                     method_kwargs=dict(temperature=0.2, crop_scale=(0.2, 1.0))),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=0.002,
+            weight_decay=1e-4,
+            epochs=3,
+            batch_size=128,
+            warmup_epochs=0.5,
+            method_kwargs=dict(temperature=0.2, crop_scale=(0.2, 1.0)),
+        ),
         # Full: Chen et al. 2020 (SimCLR). Default setting (section 2.3, B.1): LARS, lr = 0.3 × batch/256, weight
         # decay 1e-6, 10 warm-up epochs then cosine decay. CIFAR-10 (appendix B.9): temperature 0.5, colour
         # strength s = 0.5, no blur at 32 px, batch 256–4096 and 100–1000 epochs swept; we take batch 512, 1000 epochs.
         # Global BN (section 2.3): BN mean and variance aggregated over all devices; with per-device statistics the
         # positive pairs, computed on one device, leak information that helps the loss but not the representation.
-        "full": dict(optimizer="lars", base_lr=0.3, weight_decay=1e-6, epochs=1000, warmup_epochs=10, batch_size=512,
-                     sync_bn=True,
-                     method_kwargs=dict(temperature=0.5, jitter_strength=0.5, blur_p=0.0)),
+        "full": dict(
+            optimizer="lars",
+            base_lr=0.3,
+            weight_decay=1e-6,
+            epochs=1000,
+            warmup_epochs=10,
+            batch_size=512,
+            sync_bn=True,
+            method_kwargs=dict(temperature=0.5, jitter_strength=0.5, blur_p=0.0),
+        ),
         # Speed run (the preset above; not measured yet: it needs a GPU and CIFAR-10). A public SimCLR ResNet-18 run
         # is reported to reach 90% kNN in 500 epochs (about 100 min on an A100; sslbook.references.COST, unverified):
         # the schedule is 500 epochs
@@ -276,8 +382,14 @@ RECIPES: dict[str, dict[str, dict]] = {
         # takes η = 0.02 and clips the trust ratio at 1 (LARC). The rate is the first thing to tune on a GPU.
         # Under 10 minutes needs ≤ 1.2 s per 50,000-image epoch with the kNN checks off the clock:
         # `python -m sslbook bench simclr --preset speedrun --data random --compile` measures it.
-        "speedrun": dict(optimizer="lars", base_lr=0.4, weight_decay=1e-4, warmup_epochs=10, sync_bn=True,
-                         method_kwargs=dict(temperature=0.2, jitter_strength=0.5, blur_p=0.0)),
+        "speedrun": dict(
+            optimizer="lars",
+            base_lr=0.4,
+            weight_decay=1e-4,
+            warmup_epochs=10,
+            sync_bn=True,
+            method_kwargs=dict(temperature=0.2, jitter_strength=0.5, blur_p=0.0),
+        ),
     },
     # Chapter 6: memory banks and momentum encoders. Tiny recipes: SimCLR's tiny recipe (AdamW, batch 128,
     # warm-up 0.5 epoch, τ = 0.2, crops of 20–100%), a fast key-encoder momentum (0.99: ~100 steps of memory
@@ -287,40 +399,92 @@ RECIPES: dict[str, dict[str, dict]] = {
         # SimCLR's learning rate the encoder turned so far within an epoch that positives were no closer
         # than negatives (the loss rose above log(1+K); kNN 19–23% after 3 epochs, below random init);
         # a 10× smaller rate and 10 epochs let the bank keep up. Hue jitter 0.1 instead of the paper's 0.4.
-        "tiny": dict(optimizer="adamw", base_lr=2e-4, weight_decay=1e-4, epochs=10, batch_size=128, warmup_epochs=0.5,
-                     method_kwargs=dict(bank_size=5000, num_negatives=4096, temperature=0.2, jitter=(0.4, 0.4, 0.4, 0.1))),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=2e-4,
+            weight_decay=1e-4,
+            epochs=10,
+            batch_size=128,
+            warmup_epochs=0.5,
+            method_kwargs=dict(bank_size=5000, num_negatives=4096, temperature=0.2, jitter=(0.4, 0.4, 0.4, 0.1)),
+        ),
         # Full: Wu et al. 2018, sec. 4: SGD lr 0.03 (batch 256), momentum 0.9, wd 5e-4, 200 epochs,
         # τ = 0.07, bank momentum 0.5, 4096 negatives; bank_size = CIFAR-10's 50 000 training images.
-        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=5e-4, epochs=200, batch_size=256,
-                     method_kwargs=dict(bank_size=50000, num_negatives=4096, temperature=0.07, bank_momentum=0.5)),
+        "full": dict(
+            optimizer="sgd",
+            base_lr=0.03,
+            weight_decay=5e-4,
+            epochs=200,
+            batch_size=256,
+            method_kwargs=dict(bank_size=50000, num_negatives=4096, temperature=0.07, bank_momentum=0.5),
+        ),
     },
     "pirl": {
         # Tiny: the memory bank's constraint as for instdisc (small learning rate, more epochs); after 6
         # epochs the features were still below random init (kNN 38%, linear 66.5%), after 10 above it.
-        "tiny": dict(optimizer="adamw", base_lr=2e-4, weight_decay=1e-4, epochs=10, batch_size=128, warmup_epochs=0.5,
-                     method_kwargs=dict(bank_size=5000, num_negatives=4096, temperature=0.2)),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=2e-4,
+            weight_decay=1e-4,
+            epochs=10,
+            batch_size=128,
+            warmup_epochs=0.5,
+            method_kwargs=dict(bank_size=5000, num_negatives=4096, temperature=0.2),
+        ),
         # Full: Misra & van der Maaten 2020, sec. 4: SGD lr 0.12 for batch 1024 (= 0.03 per 256), wd 1e-4,
         # 800 epochs, 32 000 negatives, τ = 0.07, bank momentum 0.5, λ = 0.5.
-        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, epochs=800, batch_size=1024,
-                     method_kwargs=dict(bank_size=50000, num_negatives=32000, temperature=0.07, bank_momentum=0.5, lam=0.5)),
+        "full": dict(
+            optimizer="sgd",
+            base_lr=0.03,
+            weight_decay=1e-4,
+            epochs=800,
+            batch_size=1024,
+            method_kwargs=dict(bank_size=50000, num_negatives=32000, temperature=0.07, bank_momentum=0.5, lam=0.5),
+        ),
     },
     "moco_v1": {
-        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
-                     method_kwargs=dict(queue_size=1024, momentum=0.99, temperature=0.2)),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=0.002,
+            weight_decay=1e-4,
+            epochs=3,
+            batch_size=128,
+            warmup_epochs=0.5,
+            method_kwargs=dict(queue_size=1024, momentum=0.99, temperature=0.2),
+        ),
         # Full: He et al. 2020, sec. 4: SGD lr 0.03 (batch 256), wd 1e-4, m = 0.999, K = 65536, τ = 0.07,
         # 200 epochs, 128-d linear head, shuffled BN over 8 GPUs (bn_splits=8 on one). No sync_bn: BN per GPU
         # is the point of the shuffle (sec. 3.3).
-        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, epochs=200, batch_size=256,
-                     method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.07, bn_splits=8)),
+        "full": dict(
+            optimizer="sgd",
+            base_lr=0.03,
+            weight_decay=1e-4,
+            epochs=200,
+            batch_size=256,
+            method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.07, bn_splits=8),
+        ),
     },
     "moco_v2": {
         # Tiny: no blur (32-px images).
-        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
-                     method_kwargs=dict(queue_size=1024, momentum=0.99, temperature=0.2, mlp_hidden=512, blur_p=0.0)),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=0.002,
+            weight_decay=1e-4,
+            epochs=3,
+            batch_size=128,
+            warmup_epochs=0.5,
+            method_kwargs=dict(queue_size=1024, momentum=0.99, temperature=0.2, mlp_hidden=512, blur_p=0.0),
+        ),
         # Full: Chen et al. 2020 (MoCo v2): SGD lr 0.03 × batch/256, wd 1e-4, m = 0.999, K = 65536, τ = 0.2,
         # MLP head 2048-d hidden, blur, cosine schedule, 200 epochs (batch 256). Shuffled BN as in v1, no sync_bn.
-        "full": dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, epochs=200, batch_size=256,
-                     method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.2, mlp_hidden=2048, bn_splits=8)),
+        "full": dict(
+            optimizer="sgd",
+            base_lr=0.03,
+            weight_decay=1e-4,
+            epochs=200,
+            batch_size=256,
+            method_kwargs=dict(queue_size=65536, momentum=0.999, temperature=0.2, mlp_hidden=2048, bn_splits=8),
+        ),
     },
     "moco_v3": {
         # Tiny: the book's convnet (the method needs only a backbone with out_dim: a ViT or a CNN); full: vit_small. SimCLR's tiny
@@ -328,17 +492,36 @@ RECIPES: dict[str, dict[str, dict]] = {
         # recipe), solarisation kept. Random init: kNN 40.5% / linear 68.7%. Measured on the shared 2-core CPU, seed 0:
         # the paper's views (crops of 8–100%, blur 1.0 / 0.1) 42.8% / 69.2%; crops of 20–100% without blur (this
         # recipe) 49.3% / 75.0%; without the solarisation too 49.9% / 76.6%.
-        "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
-                     method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=512, dim=128, crop_scale=(0.2, 1.0),
-                                        blur_p=(0.0, 0.0))),
+        "tiny": dict(
+            optimizer="adamw",
+            base_lr=0.002,
+            weight_decay=1e-4,
+            epochs=3,
+            batch_size=128,
+            warmup_epochs=0.5,
+            method_kwargs=dict(
+                momentum=0.99, temperature=0.2, mlp_hidden=512, dim=128, crop_scale=(0.2, 1.0), blur_p=(0.0, 0.0)
+            ),
+        ),
         # Full: Chen, Xie & He 2021, ViT-S/16 on ImageNet at 224 px (kNN with k = 20, as DINO reports it):
         # AdamW lr 1.5e-4 × batch/256, wd 0.1, batch 4096, 300 epochs,
         # 40 warm-up epochs, τ = 0.2, m from 0.99 to 1 (cosine), MLPs 4096-d hidden, 256-d output.
         # (ResNet-50 recipe: LARS lr 0.3 × batch/256 … see the paper's appendix; τ = 1.0.) SyncBN in the MLP heads
         # (and a ResNet's BN), as in the official code (facebookresearch/moco-v3 main_moco.py, "Apply SyncBN").
-        "full": dict(data="imagenet", image_size=224, knn_k=20, optimizer="adamw", base_lr=1.5e-4, weight_decay=0.1,
-                     epochs=300, warmup_epochs=40, batch_size=4096, backbone="vit_small", sync_bn=True,
-                     method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=4096, dim=256)),
+        "full": dict(
+            data="imagenet",
+            image_size=224,
+            knn_k=20,
+            optimizer="adamw",
+            base_lr=1.5e-4,
+            weight_decay=0.1,
+            epochs=300,
+            warmup_epochs=40,
+            batch_size=4096,
+            backbone="vit_small",
+            sync_bn=True,
+            method_kwargs=dict(momentum=0.99, temperature=0.2, mlp_hidden=4096, dim=256),
+        ),
     },
 }
 
@@ -350,19 +533,36 @@ RECIPES["mae"] = {
     # The representation is the average of the patch tokens (pool="mean", as MAE fine-tunes): read at the [CLS]
     # token, the tiny run's kNN / linear probe were 16.4% / 22.4%, below the random ViT's 17.5% / 22.8%; mean-pooled
     # 19.4% / 27.4% against the random ViT's mean-pooled 17.3% / 20.3% (shared 2-core CPU, seed 0).
-    "tiny": dict(backbone="vit_tiny", optimizer="adamw", base_lr=1e-3, weight_decay=0.05, epochs=20,
-                 warmup_epochs=2, method_kwargs=dict(mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
-                                                     decoder_heads=4, norm_pix_loss=True, pool="mean")),
+    "tiny": dict(
+        backbone="vit_tiny",
+        optimizer="adamw",
+        base_lr=1e-3,
+        weight_decay=0.05,
+        epochs=20,
+        warmup_epochs=2,
+        method_kwargs=dict(
+            mask_ratio=0.75, decoder_dim=64, decoder_depth=2, decoder_heads=4, norm_pix_loss=True, pool="mean"
+        ),
+    ),
     # Full, CIFAR-10 at 32 px: ViT-S (width 384, 12 blocks, 6 heads) with 4×4 patches, after the public
     # small-scale MAE recipe of IcarusWizard/MAE (ViT on CIFAR-10: 2000 epochs, 200 warm-up epochs, because
     # CIFAR-10 has 50k images against ImageNet's 1.28 M; batch 4096) with the paper's optimiser: AdamW,
     # base lr 1.5e-4 × batch/256, betas (0.9, 0.95), weight decay 0.05, 75% masking, normalised targets.
     # ImageNet (He et al. 2021, Table 8 / A.1): backbone="vit_base", data="imagenet", image_size=224,
     # batch_size=4096, epochs=800 (to 1600), warmup_epochs=40, decoder width 512 and depth 8, same optimiser.
-    "full": dict(backbone="vit_small_p4", optimizer="adamw", base_lr=1.5e-4, weight_decay=0.05, epochs=2000,
-                 warmup_epochs=200, batch_size=4096, min_lr_ratio=0.0,
-                 method_kwargs=dict(mask_ratio=0.75, decoder_dim=512, decoder_depth=8, decoder_heads=16,
-                                    norm_pix_loss=True, pool="mean")),
+    "full": dict(
+        backbone="vit_small_p4",
+        optimizer="adamw",
+        base_lr=1.5e-4,
+        weight_decay=0.05,
+        epochs=2000,
+        warmup_epochs=200,
+        batch_size=4096,
+        min_lr_ratio=0.0,
+        method_kwargs=dict(
+            mask_ratio=0.75, decoder_dim=512, decoder_depth=8, decoder_heads=16, norm_pix_loss=True, pool="mean"
+        ),
+    ),
 }
 
 # Chapter 3: reconstruction and colour.
@@ -374,12 +574,24 @@ RECIPES["context_encoder"] = {
     # 42.2% / 72.6%, × 6 epochs 41.9% / 72.1%; lr 0.01 × 6 epochs 42.6% / 72.5%; lr 0.02 × 4 epochs with six
     # holes 41.3% / 72.1%, with one 20×20 hole 41.5% / 72.8%, with random resized crops (50–100%) 41.3% / 72.1%;
     # one 16×16 hole, lr 0.05 × 4 epochs 40.9% / 71.6%.
-    "tiny": dict(optimizer="sgd", base_lr=0.05, weight_decay=5e-4, epochs=3,
-                 method_kwargs=dict(rec_weight=0.999, adv_weight=0.001, holes=3, mask_size=10)),
+    "tiny": dict(
+        optimizer="sgd",
+        base_lr=0.05,
+        weight_decay=5e-4,
+        epochs=3,
+        method_kwargs=dict(rec_weight=0.999, adv_weight=0.001, holes=3, mask_size=10),
+    ),
     # Full: Pathak et al. 2016 train with Adam, lr 2e-4 (the encoder 10× lower), λ_rec = 0.999, λ_adv = 0.001,
     # batch 64 on ImageNet; here CIFAR-10 + resnet18_cifar, a 16×16 random square hole (a quarter of the image).
-    "full": dict(optimizer="adamw", base_lr=8e-4, weight_decay=0.0, epochs=200, batch_size=256, warmup_epochs=5,
-                 method_kwargs=dict(rec_weight=0.999, adv_weight=0.001, mask_size=16)),
+    "full": dict(
+        optimizer="adamw",
+        base_lr=8e-4,
+        weight_decay=0.0,
+        epochs=200,
+        batch_size=256,
+        warmup_epochs=5,
+        method_kwargs=dict(rec_weight=0.999, adv_weight=0.001, mask_size=16),
+    ),
 }
 RECIPES["split_brain"] = {
     # Tiny: regression of ab from L and L from ab at 8×8, SGD lr 0.03, 4 epochs. Split-brain's own floor is its
@@ -389,22 +601,46 @@ RECIPES["split_brain"] = {
     # AdamW 5e-4, 4 epochs 29.1% / 76.2%; coarser bins (8×8 ab, 10 L), lr 0.01, 4 epochs: 44.3% / 84.1%, level with
     # it. Regression: lr 0.01, 4 epochs 50.6% / 87.0%; lr 0.03, 3 epochs 52.0% / 86.8%; lr 0.03, 4 epochs (this
     # recipe) 52.6% / 86.8% (seed 0), 49.0% / 86.7% (seed 1). Chapter 3 trains the classification loss beside it.
-    "tiny": dict(optimizer="sgd", base_lr=0.03, weight_decay=5e-4, epochs=4,
-                 method_kwargs=dict(loss="regression", ab_bins=16, l_bins=20)),
+    "tiny": dict(
+        optimizer="sgd",
+        base_lr=0.03,
+        weight_decay=5e-4,
+        epochs=4,
+        method_kwargs=dict(loss="regression", ab_bins=16, l_bins=20),
+    ),
     # Full: Zhang et al. 2017 (ImageNet, AlexNet halves, Adam): classification losses, ab in 10-unit bins
     # (22×22 grid over [−110, 110]), L in 100 bins. CIFAR-10 + resnet18_cifar halves here.
-    "full": dict(optimizer="adamw", base_lr=1e-3, weight_decay=1e-4, epochs=200, batch_size=256, warmup_epochs=5,
-                 method_kwargs=dict(loss="classification", ab_bins=22, l_bins=100, target_size=16)),
+    "full": dict(
+        optimizer="adamw",
+        base_lr=1e-3,
+        weight_decay=1e-4,
+        epochs=200,
+        batch_size=256,
+        warmup_epochs=5,
+        method_kwargs=dict(loss="classification", ab_bins=22, l_bins=100, target_size=16),
+    ),
 }
 RECIPES["video_colorization"] = {
     # Tiny: 64×64 generated clips (an 8×8 feature map with convnet), 32 clips per step, 16 colour bins per axis;
     # SGD (AdamW at 2e-3 left the image kNN at the random-init level after an epoch).
-    "tiny": dict(optimizer="sgd", base_lr=0.05, weight_decay=5e-4, epochs=2,
-                 method_kwargs=dict(video_size=64, clip_batch=32, loss="classification", temperature=0.05)),
+    "tiny": dict(
+        optimizer="sgd",
+        base_lr=0.05,
+        weight_decay=5e-4,
+        epochs=2,
+        method_kwargs=dict(video_size=64, clip_batch=32, loss="classification", temperature=0.05),
+    ),
     # Full: Vondrick et al. 2018 (Kinetics, 256×256 frames, ResNet-18 + 3D conv, 16 k-means colour clusters,
     # Adam lr 1e-3, batch 32 clips); here 128×128 generated clips with resnet18_cifar (a 16×16 map).
-    "full": dict(optimizer="adamw", base_lr=1e-3, weight_decay=1e-4, epochs=100, batch_size=256, warmup_epochs=2,
-                 method_kwargs=dict(video_size=128, clip_batch=32, loss="classification", temperature=0.05)),
+    "full": dict(
+        optimizer="adamw",
+        base_lr=1e-3,
+        weight_decay=1e-4,
+        epochs=100,
+        batch_size=256,
+        warmup_epochs=2,
+        method_kwargs=dict(video_size=128, clip_batch=32, loss="classification", temperature=0.05),
+    ),
 }
 
 # Chapter 7: contrastive predictive coding.
@@ -416,17 +652,42 @@ RECIPES["cpc"] = {
     # the paper's; normalised scores are the stable choice for a 100-step run, as in SimCLR). Steps k = 1, 2: with
     # k = 1 alone the grid-pooled features reached kNN 48% / linear 74% against 52% / 77% with k = 1, 2 (one run
     # each, 3 epochs). Per-patch colour jitter and grey as in relative position: overlapping neighbours share colours.
-    "tiny": dict(optimizer="adamw", base_lr=0.002, weight_decay=1e-4, epochs=3, batch_size=128, warmup_epochs=0.5,
-                 method_kwargs=dict(patch=16, stride=8, steps=(1, 2), temperature=0.1, normalize=True)),
+    "tiny": dict(
+        optimizer="adamw",
+        base_lr=0.002,
+        weight_decay=1e-4,
+        epochs=3,
+        batch_size=128,
+        warmup_epochs=0.5,
+        method_kwargs=dict(patch=16, stride=8, steps=(1, 2), temperature=0.1, normalize=True),
+    ),
     # Full: CPC v2's geometry (Hénaff et al. 2019; van den Oord et al. 2018, sec. 3.2): 64-px patches with a 32-px
     # stride (50% overlap) give a 7×7 grid, and the context predicts up to 5 rows below; per-patch augmentation
     # (colour dropping, jitter, grey). Scaled to STL-10 (96 px, one GPU): 32-px patches, 16-px stride, a 5×5 grid,
     # k = 1…4, a ResNet-18 (CIFAR stem) patch encoder, raw dot-product scores (τ = 1, no normalisation, as in the
     # paper). The optimiser (AdamW, base lr 4e-4 × batch/256, 200 epochs) is our choice, not the paper's numbers.
-    "full": dict(data="stl10", image_size=96, backbone="resnet18_cifar", optimizer="adamw", base_lr=4e-4,
-                 weight_decay=1e-4, epochs=200, batch_size=256, warmup_epochs=5, knn_k=200,
-                 method_kwargs=dict(patch=32, stride=16, steps=(1, 2, 3, 4), temperature=1.0, normalize=False,
-                                    context_width=512, crop_scale=(0.5, 1.0), drop_p=0.5)),
+    "full": dict(
+        data="stl10",
+        image_size=96,
+        backbone="resnet18_cifar",
+        optimizer="adamw",
+        base_lr=4e-4,
+        weight_decay=1e-4,
+        epochs=200,
+        batch_size=256,
+        warmup_epochs=5,
+        knn_k=200,
+        method_kwargs=dict(
+            patch=32,
+            stride=16,
+            steps=(1, 2, 3, 4),
+            temperature=1.0,
+            normalize=False,
+            context_width=512,
+            crop_scale=(0.5, 1.0),
+            drop_p=0.5,
+        ),
+    ),
 }
 
 
@@ -443,12 +704,32 @@ RECIPES["dino"] = {
     # 19.5% / 24.6% (base lr 2e-3: 18.6% / 24.5%), 6 epochs (this recipe) 19.6% / 25.4% (momentum 0.996: 19.2% /
     # 25.4%); batch 32, 3 epochs: 18.8% / 24.1%. Above the floor on both protocols by about two points: DINO
     # needs far more steps than minutes on 2 CPU cores give it (SimCLR on the same ViT, 78 steps: 22.7% / 28.3%).
-    "tiny": dict(backbone="vit_tiny", optimizer="adamw", base_lr=1e-3, weight_decay=0.04, epochs=6, batch_size=64,
-                 warmup_epochs=0.3,
-                 method_kwargs=dict(out_dim=256, hidden_dim=512, bottleneck_dim=128, n_local=2, local_size=16,
-                                    global_scale=(0.3, 1.0), local_scale=(0.05, 0.3), blur_p=(0.0, 0.0, 0.0),
-                                    solarize_p=0.0, base_momentum=0.99, student_temp=0.1, teacher_temp=0.04,
-                                    warmup_teacher_temp=0.04, warmup_teacher_temp_fraction=0.0, center_momentum=0.9)),
+    "tiny": dict(
+        backbone="vit_tiny",
+        optimizer="adamw",
+        base_lr=1e-3,
+        weight_decay=0.04,
+        epochs=6,
+        batch_size=64,
+        warmup_epochs=0.3,
+        method_kwargs=dict(
+            out_dim=256,
+            hidden_dim=512,
+            bottleneck_dim=128,
+            n_local=2,
+            local_size=16,
+            global_scale=(0.3, 1.0),
+            local_scale=(0.05, 0.3),
+            blur_p=(0.0, 0.0, 0.0),
+            solarize_p=0.0,
+            base_momentum=0.99,
+            student_temp=0.1,
+            teacher_temp=0.04,
+            warmup_teacher_temp=0.04,
+            warmup_teacher_temp_fraction=0.0,
+            center_momentum=0.9,
+        ),
+    ),
     # Full: Caron et al. 2021, ViT-S/16 on ImageNet (sec. 4 "Implementation details", App. and the official
     # README's ViT-S/16 command): AdamW, batch 1024, lr 0.0005 × batch/256 after 10 linear warm-up epochs,
     # cosine to 1e-6 (min_lr_ratio 1e-6 / 2e-3 = 5e-4), weight decay 0.04 (the paper's cosine 0.04 → 0.4 is not
@@ -457,22 +738,50 @@ RECIPES["dino"] = {
     # K = 65536, head 2048-d hidden / 256-d bottleneck, norm_last_layer=False for ViT-S with the last layer
     # frozen during the first epoch (1251 steps of batch 1024), multi-crop 2 × 224 px (scale 0.4–1) +
     # 10 × 96 px (scale 0.05–0.4), BYOL's blur (1.0, 0.1, 0.5) and solarisation (0.2 on the second global crop).
-    "full": dict(data="imagenet", image_size=224, backbone="vit_small", optimizer="adamw", base_lr=5e-4,
-                 weight_decay=0.04, epochs=300, batch_size=1024, warmup_epochs=10, min_lr_ratio=5e-4, knn_k=20,
-                 grad_clip=3.0,
-                 method_kwargs=dict(out_dim=65536, hidden_dim=2048, bottleneck_dim=256, norm_last_layer=False,
-                                    freeze_last_layer_steps=1251, n_local=10, local_size=96,
-                                    global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), blur_p=(1.0, 0.1, 0.5),
-                                    solarize_p=0.2, base_momentum=0.996, student_temp=0.1, teacher_temp=0.07,
-                                    warmup_teacher_temp=0.04, warmup_teacher_temp_fraction=0.1, center_momentum=0.9)),
+    "full": dict(
+        data="imagenet",
+        image_size=224,
+        backbone="vit_small",
+        optimizer="adamw",
+        base_lr=5e-4,
+        weight_decay=0.04,
+        epochs=300,
+        batch_size=1024,
+        warmup_epochs=10,
+        min_lr_ratio=5e-4,
+        knn_k=20,
+        grad_clip=3.0,
+        method_kwargs=dict(
+            out_dim=65536,
+            hidden_dim=2048,
+            bottleneck_dim=256,
+            norm_last_layer=False,
+            freeze_last_layer_steps=1251,
+            n_local=10,
+            local_size=96,
+            global_scale=(0.4, 1.0),
+            local_scale=(0.05, 0.4),
+            blur_p=(1.0, 0.1, 0.5),
+            solarize_p=0.2,
+            base_momentum=0.996,
+            student_temp=0.1,
+            teacher_temp=0.07,
+            warmup_teacher_temp=0.04,
+            warmup_teacher_temp_fraction=0.1,
+            center_momentum=0.9,
+        ),
+    ),
 }
+
 
 def current_preset() -> str:
     """The preset the book runs at: ``$SSLBOOK_PRESET`` or ``tiny``."""
     name = os.environ.get(PRESET_ENV, "tiny")
     if name not in BOOK_PRESETS:
-        raise ValueError(f"{PRESET_ENV}={name!r} is not a preset of the book; choose one of {list(BOOK_PRESETS)}"
-                         + (" (speedrun is for `python -m sslbook train METHOD --preset speedrun`)" if name in PRESETS else ""))
+        raise ValueError(
+            f"{PRESET_ENV}={name!r} is not a preset of the book; choose one of {list(BOOK_PRESETS)}"
+            + (" (speedrun is for `python -m sslbook train METHOD --preset speedrun`)" if name in PRESETS else "")
+        )
     return name
 
 
@@ -515,14 +824,19 @@ def resolve(method: str, preset: str | None = None, **overrides) -> TrainConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
-        raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}; "
-                          f"the options are {', '.join(f.name for f in dataclasses.fields(TrainConfig))}")
-    return validate(TrainConfig(method=method, preset=preset, method_kwargs=method_kwargs, data_kwargs=data_kwargs, **values))
+        raise ConfigError(
+            f"unknown training options: {', '.join(sorted(unknown))}; "
+            f"the options are {', '.join(f.name for f in dataclasses.fields(TrainConfig))}"
+        )
+    return validate(
+        TrainConfig(method=method, preset=preset, method_kwargs=method_kwargs, data_kwargs=data_kwargs, **values)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Validation: every setting of a run is checked here, once, before anything is built or trained.
 # ----------------------------------------------------------------------------------------------------------------
+
 
 class ConfigError(ValueError):
     """A setting that cannot give a meaningful run; the message names the option and what it accepts."""
@@ -530,10 +844,21 @@ class ConfigError(ValueError):
 
 # the command-line flag of each TrainConfig field that has one (messages name the flag a user typed)
 CLI_FLAGS = {
-    "data": "--data", "epochs": "--epochs", "batch_size": "--batch-size", "base_lr": "--lr",
-    "backbone": "--backbone", "max_steps": "--max-steps", "num_workers": "--workers", "seed": "--seed",
-    "grad_clip": "--grad-clip", "out": "--out", "data_on": "--data-on", "target_knn": "--target-knn",
-    "checkpoint_every": "--checkpoint-every", "preset": "--preset", "method": "METHOD",
+    "data": "--data",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "base_lr": "--lr",
+    "backbone": "--backbone",
+    "max_steps": "--max-steps",
+    "num_workers": "--workers",
+    "seed": "--seed",
+    "grad_clip": "--grad-clip",
+    "out": "--out",
+    "data_on": "--data-on",
+    "target_knn": "--target-knn",
+    "checkpoint_every": "--checkpoint-every",
+    "preset": "--preset",
+    "method": "METHOD",
 }
 OPTIMIZERS = ("sgd", "adamw", "lars")
 EVAL_PROTOCOLS = ("knn", "linear", "kmeans")
@@ -570,68 +895,131 @@ def validate(cfg: "TrainConfig") -> "TrainConfig":
     gradients and train uphill)."""
     from sslbook.methods import REGISTRY, get_method
 
-    _check(isinstance(cfg.method, str) and cfg.method in REGISTRY, "method",
-           f"one of {', '.join(sorted(REGISTRY))}", cfg.method)
+    _check(
+        isinstance(cfg.method, str) and cfg.method in REGISTRY,
+        "method",
+        f"one of {', '.join(sorted(REGISTRY))}",
+        cfg.method,
+    )
     _check(cfg.preset in PRESETS, "preset", f"one of {', '.join(sorted(PRESETS))}", cfg.preset)
     _check(isinstance(cfg.data, str) and bool(cfg.data), "data", "a data set name or folder:PATH", cfg.data)
     if cfg.data.startswith("folder:"):
-        path = cfg.data[len("folder:"):]
+        path = cfg.data[len("folder:") :]
         _check(bool(path), "data", "folder:PATH with a path", cfg.data)
         cfg.data = "folder:" + str(Path(path).expanduser().resolve())
     _check(isinstance(cfg.data_kwargs, dict), "data_kwargs", "a dict", cfg.data_kwargs)
     _check(isinstance(cfg.backbone, str) and bool(cfg.backbone), "backbone", "a backbone name", cfg.backbone)
     _check(_is_int(cfg.image_size) and cfg.image_size >= 8, "image_size", "an integer >= 8", cfg.image_size)
-    _check(_is_int(cfg.epochs) and cfg.epochs >= 0, "epochs",
-           "an integer >= 0 (0 evaluates the untrained backbone)", cfg.epochs)
+    _check(
+        _is_int(cfg.epochs) and cfg.epochs >= 0,
+        "epochs",
+        "an integer >= 0 (0 evaluates the untrained backbone)",
+        cfg.epochs,
+    )
     _check(_is_int(cfg.batch_size) and cfg.batch_size >= 1, "batch_size", "a positive integer", cfg.batch_size)
     _check(cfg.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}", cfg.optimizer)
     _check(_finite(cfg.base_lr) and cfg.base_lr > 0, "base_lr", "a finite number > 0", cfg.base_lr)
-    _check(_finite(cfg.min_lr_ratio) and 0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio", "a number in [0, 1]",
-           cfg.min_lr_ratio)
-    _check(_finite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", "a finite number >= 0",
-           cfg.weight_decay)
+    _check(
+        _finite(cfg.min_lr_ratio) and 0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio", "a number in [0, 1]", cfg.min_lr_ratio
+    )
+    _check(
+        _finite(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", "a finite number >= 0", cfg.weight_decay
+    )
     _check(_finite(cfg.momentum) and 0 <= cfg.momentum < 1, "momentum", "a number in [0, 1)", cfg.momentum)
-    _check(_finite(cfg.warmup_epochs) and cfg.warmup_epochs >= 0, "warmup_epochs", "a finite number >= 0",
-           cfg.warmup_epochs)
-    _check(cfg.max_steps is None or (_is_int(cfg.max_steps) and cfg.max_steps >= 1), "max_steps",
-           "a positive integer (or omitted: every epoch)", cfg.max_steps)
+    _check(
+        _finite(cfg.warmup_epochs) and cfg.warmup_epochs >= 0,
+        "warmup_epochs",
+        "a finite number >= 0",
+        cfg.warmup_epochs,
+    )
+    _check(
+        cfg.max_steps is None or (_is_int(cfg.max_steps) and cfg.max_steps >= 1),
+        "max_steps",
+        "a positive integer (or omitted: every epoch)",
+        cfg.max_steps,
+    )
     _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
     _check(_is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", "an integer >= 0", cfg.num_workers)
     _check(cfg.augment_on in ("device", "loader"), "augment_on", "one of device, loader", cfg.augment_on)
     _check(cfg.data_on in ("auto", "device", "loader"), "data_on", "one of auto, device, loader", cfg.data_on)
     for key in ("compile", "amp", "sync_bn", "resume", "overwrite", "progress"):
         _check(isinstance(getattr(cfg, key), bool), key, "true or false", getattr(cfg, key))
-    _check(cfg.grad_clip is None or (_finite(cfg.grad_clip) and cfg.grad_clip > 0), "grad_clip",
-           "a finite norm > 0 (or omitted: no clipping)", cfg.grad_clip)
-    _check(cfg.out is None or (isinstance(cfg.out, (str, os.PathLike)) and str(cfg.out) != ""), "out",
-           "a folder path", cfg.out)
+    _check(
+        cfg.grad_clip is None or (_finite(cfg.grad_clip) and cfg.grad_clip > 0),
+        "grad_clip",
+        "a finite norm > 0 (or omitted: no clipping)",
+        cfg.grad_clip,
+    )
+    _check(
+        cfg.out is None or (isinstance(cfg.out, (str, os.PathLike)) and str(cfg.out) != ""),
+        "out",
+        "a folder path",
+        cfg.out,
+    )
     if cfg.out is not None:
         cfg.out = str(cfg.out)
-    _check(not (cfg.resume and cfg.overwrite), "overwrite", "off when resuming (--resume continues the run, "
-           "--overwrite replaces it: choose one)", cfg.overwrite)
-    _check(cfg.checkpoint_every is None or (_is_int(cfg.checkpoint_every) and cfg.checkpoint_every >= 1),
-           "checkpoint_every", "a positive number of steps (or omitted: every epoch)", cfg.checkpoint_every)
+    _check(
+        not (cfg.resume and cfg.overwrite),
+        "overwrite",
+        "off when resuming (--resume continues the run, --overwrite replaces it: choose one)",
+        cfg.overwrite,
+    )
+    _check(
+        cfg.checkpoint_every is None or (_is_int(cfg.checkpoint_every) and cfg.checkpoint_every >= 1),
+        "checkpoint_every",
+        "a positive number of steps (or omitted: every epoch)",
+        cfg.checkpoint_every,
+    )
     _check(_is_int(cfg.log_every) and cfg.log_every >= 1, "log_every", "a positive integer", cfg.log_every)
     protocols = tuple(cfg.eval_protocols) if isinstance(cfg.eval_protocols, (list, tuple)) else None
-    _check(protocols is not None and set(protocols) <= set(EVAL_PROTOCOLS), "eval_protocols",
-           f"a list of {', '.join(EVAL_PROTOCOLS)}", cfg.eval_protocols)
+    _check(
+        protocols is not None and set(protocols) <= set(EVAL_PROTOCOLS),
+        "eval_protocols",
+        f"a list of {', '.join(EVAL_PROTOCOLS)}",
+        cfg.eval_protocols,
+    )
     cfg.eval_protocols = protocols
     _check(_is_int(cfg.knn_k) and cfg.knn_k >= 1, "knn_k", "a positive integer", cfg.knn_k)
-    _check(_finite(cfg.knn_temperature) and cfg.knn_temperature > 0, "knn_temperature", "a finite number > 0",
-           cfg.knn_temperature)
-    _check(_is_int(cfg.linear_epochs) and cfg.linear_epochs >= 1, "linear_epochs", "a positive integer",
-           cfg.linear_epochs)
-    _check(_is_int(cfg.eval_batch_size) and cfg.eval_batch_size >= 1, "eval_batch_size", "a positive integer",
-           cfg.eval_batch_size)
-    _check(_is_int(cfg.monitor_knn) and cfg.monitor_knn >= 0, "monitor_knn",
-           "an integer >= 0 (0: no kNN monitor)", cfg.monitor_knn)
-    _check(_is_int(cfg.monitor_every) and cfg.monitor_every >= 1, "monitor_every",
-           "the number of epochs between kNN checks (an integer >= 1)", cfg.monitor_every)
+    _check(
+        _finite(cfg.knn_temperature) and cfg.knn_temperature > 0,
+        "knn_temperature",
+        "a finite number > 0",
+        cfg.knn_temperature,
+    )
+    _check(
+        _is_int(cfg.linear_epochs) and cfg.linear_epochs >= 1, "linear_epochs", "a positive integer", cfg.linear_epochs
+    )
+    _check(
+        _is_int(cfg.eval_batch_size) and cfg.eval_batch_size >= 1,
+        "eval_batch_size",
+        "a positive integer",
+        cfg.eval_batch_size,
+    )
+    _check(
+        _is_int(cfg.monitor_knn) and cfg.monitor_knn >= 0,
+        "monitor_knn",
+        "an integer >= 0 (0: no kNN monitor)",
+        cfg.monitor_knn,
+    )
+    _check(
+        _is_int(cfg.monitor_every) and cfg.monitor_every >= 1,
+        "monitor_every",
+        "the number of epochs between kNN checks (an integer >= 1)",
+        cfg.monitor_every,
+    )
     if cfg.target_knn is not None:
-        _check(_finite(cfg.target_knn) and 0 <= cfg.target_knn <= 1, "target_knn",
-               "a kNN top-1 fraction in [0, 1] (e.g. 0.9 for 90%)", cfg.target_knn)
-        _check(cfg.monitor_knn > 0, "target_knn", "used with the kNN monitor on (monitor_knn > 0: the number of "
-               "labelled images of its bank)", cfg.target_knn)
+        _check(
+            _finite(cfg.target_knn) and 0 <= cfg.target_knn <= 1,
+            "target_knn",
+            "a kNN top-1 fraction in [0, 1] (e.g. 0.9 for 90%)",
+            cfg.target_knn,
+        )
+        _check(
+            cfg.monitor_knn > 0,
+            "target_knn",
+            "used with the kNN monitor on (monitor_knn > 0: the number of labelled images of its bank)",
+            cfg.target_knn,
+        )
     _check(isinstance(cfg.method_kwargs, dict), "method_kwargs", "a dict", cfg.method_kwargs)
     check_method_kwargs(get_method(cfg.method), cfg.method, cfg.method_kwargs)
     return cfg
@@ -644,16 +1032,18 @@ def check_method_kwargs(cls, name: str, kwargs: dict) -> None:
     """Each keyword must be a parameter of the method's constructor, of the type of its default, and finite:
     ``--set temperature=Infinity`` would make every logit zero and the loss constant, ``temperature=nan`` a
     NaN at the first step."""
-    params = {p.name: p for p in inspect.signature(cls.__init__).parameters.values()
-              if p.name not in _FIXED_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    params = {
+        p.name: p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name not in _FIXED_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
     takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
     for key, value in kwargs.items():
         label = f"--set {key}"
         if key not in params:
             if takes_any:
                 continue
-            raise ConfigError(f"{label}: {name} has no option {key!r}; its options are "
-                              f"{', '.join(params) or 'none'}")
+            raise ConfigError(f"{label}: {name} has no option {key!r}; its options are {', '.join(params) or 'none'}")
         _check_value(label, value, params[key].default)
 
 

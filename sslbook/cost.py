@@ -1,6 +1,7 @@
 """What a module costs: its parameters, its throughput and its peak memory (the figures beside the
 accuracies in the comparison chapter; :mod:`sslbook.benchmarks` times a whole training step).
 """
+
 from __future__ import annotations
 
 import sys

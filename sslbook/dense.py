@@ -28,6 +28,7 @@ split-brain's two halves are concatenated). A backbone without one is refused wi
 Like every protocol of the book, these take a backbone and know nothing of the method that trained it.
 All scores are fractions in [0, 1].
 """
+
 from __future__ import annotations
 
 import copy
@@ -54,8 +55,10 @@ __all__ = [
     "transfer",
 ]
 
-NEEDS_MAP = ("needs a backbone with a spatial output: a `feature_maps(x)` method returning N×C×h×w "
-             "(a CNN's map before pooling, a ViT's patch tokens)")
+NEEDS_MAP = (
+    "needs a backbone with a spatial output: a `feature_maps(x)` method returning N×C×h×w "
+    "(a CNN's map before pooling, a ViT's patch tokens)"
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,8 +87,10 @@ def spatial_features(backbone: nn.Module, x: torch.Tensor, what: str = "this pro
     if isinstance(out, (tuple, list)):
         out = torch.cat(list(out), dim=1)
     if not torch.is_tensor(out) or out.ndim != 4:
-        raise ValueError(f"{what} {NEEDS_MAP}; {type(backbone).__name__}.feature_maps gave "
-                         f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}")
+        raise ValueError(
+            f"{what} {NEEDS_MAP}; {type(backbone).__name__}.feature_maps gave "
+            f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}"
+        )
     return out
 
 
@@ -94,8 +99,10 @@ def dense_targets(dataset, what: str = "this protocol") -> tuple[torch.Tensor, t
     masks, boxes = getattr(dataset, "masks", None), getattr(dataset, "boxes", None)
     if masks is None or boxes is None:
         name = getattr(getattr(dataset, "info", None), "name", type(dataset).__name__)
-        raise ValueError(f"{what} needs a data set with per-pixel masks and boxes (a SegmentedImageDataset, e.g. "
-                         f"load_dataset('shapes', split, masks=True)); {name!r} has none")
+        raise ValueError(
+            f"{what} needs a data set with per-pixel masks and boxes (a SegmentedImageDataset, e.g. "
+            f"load_dataset('shapes', split, masks=True)); {name!r} has none"
+        )
     return masks.long(), boxes.long()
 
 
@@ -108,8 +115,9 @@ def _num_mask_classes(*datasets) -> int:
 
 
 @torch.no_grad()
-def extract_feature_maps(backbone: nn.Module, dataset, batch_size: int = 256, device=None,
-                         what: str = "this protocol") -> torch.Tensor:
+def extract_feature_maps(
+    backbone: nn.Module, dataset, batch_size: int = 256, device=None, what: str = "this protocol"
+) -> torch.Tensor:
     """The spatial maps of every image of ``dataset`` (in order), float32 N×C×h×w on the CPU; the
     backbone runs in eval mode and its train/eval flags are restored afterwards."""
     device = torch.device(device) if device is not None else _device_of(backbone)
@@ -119,7 +127,7 @@ def extract_feature_maps(backbone: nn.Module, dataset, batch_size: int = 256, de
     maps = []
     try:
         for start in range(0, len(dataset), batch_size):
-            x = to_float(dataset.images[start:start + batch_size].to(device))
+            x = to_float(dataset.images[start : start + batch_size].to(device))
             maps.append(spatial_features(backbone, x, what).float().cpu())
     finally:
         for m, training in modes:
@@ -148,9 +156,11 @@ def segmentation_scores(conf: torch.Tensor) -> dict:
     union = conf.sum(0) + conf.sum(1) - tp
     iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
     seen = union > 0
-    return {"miou": float(iou[seen].mean()) if bool(seen.any()) else float("nan"),
-            "pixel_acc": float(tp.sum() / conf.sum().clamp_min(1)),
-            "iou": iou.tolist()}
+    return {
+        "miou": float(iou[seen].mean()) if bool(seen.any()) else float("nan"),
+        "pixel_acc": float(tp.sum() / conf.sum().clamp_min(1)),
+        "iou": iou.tolist(),
+    }
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -210,7 +220,7 @@ def _epochs(head, loss_fn, optimizer, g, n, epochs, lr, batch_size, total):
         order, running = torch.randperm(n, generator=g), 0.0
         for start in range(0, n, batch_size):
             _cosine(optimizer, lr, step, total)
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             loss = loss_fn(head, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -225,7 +235,7 @@ def _epochs(head, loss_fn, optimizer, g, n, epochs, lr, batch_size, total):
 def _predict_masks(head: nn.Module, maps: torch.Tensor, size: tuple[int, int], batch_size: int = 256) -> torch.Tensor:
     out = []
     for start in range(0, len(maps), batch_size):
-        logits = F.interpolate(head(maps[start:start + batch_size]), size=size, mode="bilinear", align_corners=False)
+        logits = F.interpolate(head(maps[start : start + batch_size]), size=size, mode="bilinear", align_corners=False)
         out.append(logits.argmax(1))
     return torch.cat(out)
 
@@ -252,12 +262,27 @@ def _seg_loss(head, maps, masks, num_classes):
 
 
 def _fcn_head(c_in: int, num_classes: int, hidden: int) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(c_in, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-                         nn.Conv2d(hidden, num_classes, 1))
+    return nn.Sequential(
+        nn.Conv2d(c_in, hidden, 3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, num_classes, 1),
+    )
 
 
-def dense_probe(backbone: nn.Module, train_set, test_set, epochs: int = 20, lr: float = 0.01, weight_decay: float = 1e-4,
-                batch_size: int = 256, seed: int = 0, device=None, train_maps=None, test_maps=None) -> dict:
+def dense_probe(
+    backbone: nn.Module,
+    train_set,
+    test_set,
+    epochs: int = 20,
+    lr: float = 0.01,
+    weight_decay: float = 1e-4,
+    batch_size: int = 256,
+    seed: int = 0,
+    device=None,
+    train_maps=None,
+    test_maps=None,
+) -> dict:
     """Frozen dense linear probe: at every location of the backbone's map a linear classifier (a 1×1
     convolution over the channels, standardised with the training maps' per-channel mean and std) gives
     class logits; they are bilinearly upsampled to the image's pixels and scored against the per-pixel
@@ -291,8 +316,16 @@ def dense_probe(backbone: nn.Module, train_set, test_set, epochs: int = 20, lr: 
     target = soft_targets(train_masks, (h, w), k).permute(0, 2, 3, 1).reshape(-1, k)
     torch.manual_seed(seed)
     linear = nn.Linear(c, k)
-    history = _fit(linear, lambda lin, idx: _soft_ce(lin(locations[idx]), target[idx]), len(locations), epochs, lr,
-                   weight_decay, batch_size * h * w, seed)
+    history = _fit(
+        linear,
+        lambda lin, idx: _soft_ce(lin(locations[idx]), target[idx]),
+        len(locations),
+        epochs,
+        lr,
+        weight_decay,
+        batch_size * h * w,
+        seed,
+    )
     head = nn.Conv2d(c, k, 1)
     with torch.no_grad():
         head.weight.copy_(linear.weight.view(k, c, 1, 1))
@@ -302,9 +335,21 @@ def dense_probe(backbone: nn.Module, train_set, test_set, epochs: int = 20, lr: 
     return {**scores, "pred": pred, "map_shape": tuple(train_maps.shape[1:]), "history": history, "head": head}
 
 
-def segmentation_head(backbone: nn.Module, train_set, test_set, finetune: bool = False, epochs: int | None = None,
-                      lr: float | None = None, weight_decay: float = 1e-4, hidden: int = 64, batch_size: int = 128,
-                      seed: int = 0, device=None, train_maps=None, test_maps=None) -> dict:
+def segmentation_head(
+    backbone: nn.Module,
+    train_set,
+    test_set,
+    finetune: bool = False,
+    epochs: int | None = None,
+    lr: float | None = None,
+    weight_decay: float = 1e-4,
+    hidden: int = 64,
+    batch_size: int = 128,
+    seed: int = 0,
+    device=None,
+    train_maps=None,
+    test_maps=None,
+) -> dict:
     """A small FCN-style segmentation head (3×3 conv, BN, ReLU, 1×1 conv to the classes; logits upsampled
     bilinearly to the pixels for the scores) on the backbone's map, trained with cross-entropy against the
     class fractions under each location (:func:`soft_targets`, as :func:`dense_probe`).
@@ -332,9 +377,16 @@ def segmentation_head(backbone: nn.Module, train_set, test_set, finetune: bool =
             test_maps = extract_feature_maps(backbone, test_set, device=device, what=what)
         x_train, x_test = _standardise(train_maps, test_maps)
         head = _fcn_head(x_train.shape[1], k, hidden)
-        history = _fit(head, _seg_loss(head, x_train, train_masks, k), len(x_train), epochs, lr, weight_decay, batch_size, seed)
+        history = _fit(
+            head, _seg_loss(head, x_train, train_masks, k), len(x_train), epochs, lr, weight_decay, batch_size, seed
+        )
         pred = _predict_masks(head, x_test, size)
-        return {**segmentation_scores(confusion_matrix(pred, test_masks, k)), "pred": pred, "history": history, "head": head}
+        return {
+            **segmentation_scores(confusion_matrix(pred, test_masks, k)),
+            "pred": pred,
+            "history": history,
+            "head": head,
+        }
 
     epochs, lr = epochs or 8, lr or 1e-3
     device = torch.device(device) if device is not None else _device_of(backbone)
@@ -342,8 +394,13 @@ def segmentation_head(backbone: nn.Module, train_set, test_set, finetune: bool =
     with torch.no_grad():
         c = spatial_features(net.eval(), to_float(train_set.images[:2].to(device)), what).shape[1]
     head = _fcn_head(c, k, hidden).to(device)
-    optimizer = torch.optim.AdamW([{"params": net.parameters(), "lr": lr / 10, "base": lr / 10},
-                                   {"params": head.parameters(), "lr": lr, "base": lr}], weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": net.parameters(), "lr": lr / 10, "base": lr / 10},
+            {"params": head.parameters(), "lr": lr, "base": lr},
+        ],
+        weight_decay=weight_decay,
+    )
     g = torch.Generator().manual_seed(seed)
     n = len(train_set)
     total, step, history = epochs * math.ceil(n / batch_size), 0, []
@@ -354,7 +411,7 @@ def segmentation_head(backbone: nn.Module, train_set, test_set, finetune: bool =
         for start in range(0, n, batch_size):
             for group in optimizer.param_groups:
                 group["lr"] = group["base"] * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             x, y = to_float(train_set.images[idx].to(device)), train_masks[idx].to(device)
             flip = (torch.rand(len(idx), generator=g) < 0.5).to(device)
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -372,12 +429,19 @@ def segmentation_head(backbone: nn.Module, train_set, test_set, finetune: bool =
     preds = []
     with torch.no_grad():
         for start in range(0, len(test_set), 256):
-            x = to_float(test_set.images[start:start + 256].to(device))
-            logits = F.interpolate(head(spatial_features(net, x, what)), size=size, mode="bilinear", align_corners=False)
+            x = to_float(test_set.images[start : start + 256].to(device))
+            logits = F.interpolate(
+                head(spatial_features(net, x, what)), size=size, mode="bilinear", align_corners=False
+            )
             preds.append(logits.argmax(1).cpu())
     pred = torch.cat(preds)
-    return {**segmentation_scores(confusion_matrix(pred, test_masks, k)), "pred": pred, "history": history,
-            "head": head.cpu(), "backbone": net.cpu()}
+    return {
+        **segmentation_scores(confusion_matrix(pred, test_masks, k)),
+        "pred": pred,
+        "history": history,
+        "head": head.cpu(),
+        "backbone": net.cpu(),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,8 +453,10 @@ def _box_targets(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Pixel boxes (x0, y0, x1, y1) → (cx, cy, w, h) as fractions of the image's width and height."""
     h, w = size
     b = boxes.float()
-    return torch.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h, (b[:, 2] - b[:, 0]) / w,
-                        (b[:, 3] - b[:, 1]) / h], dim=1)
+    return torch.stack(
+        [(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h, (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h],
+        dim=1,
+    )
 
 
 def _box_pixels(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -402,9 +468,20 @@ def _box_pixels(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], dim=1)
 
 
-def detection_probe(backbone: nn.Module, train_set, test_set, epochs: int = 40, lr: float = 3e-3, weight_decay: float = 1e-3,
-                    batch_size: int = 256, box_weight: float = 5.0, seed: int = 0, device=None, train_maps=None,
-                    test_maps=None) -> dict:
+def detection_probe(
+    backbone: nn.Module,
+    train_set,
+    test_set,
+    epochs: int = 40,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-3,
+    batch_size: int = 256,
+    box_weight: float = 5.0,
+    seed: int = 0,
+    device=None,
+    train_maps=None,
+    test_maps=None,
+) -> dict:
     """Detection-style linear probe: from the frozen backbone's whole map (flattened, so the positions are
     kept; standardised per dimension), one linear layer predicts the labelled object's class (softmax,
     cross-entropy) and its box as centre, width and height in fractions of the image (L1 loss, weighted by
@@ -435,7 +512,9 @@ def detection_probe(backbone: nn.Module, train_set, test_set, epochs: int = 40, 
 
     def loss(h, idx):
         out = h(x_train[idx])
-        return F.cross_entropy(out[:, :num_classes], y_train[idx]) + box_weight * F.l1_loss(out[:, num_classes:], t_train[idx])
+        return F.cross_entropy(out[:, :num_classes], y_train[idx]) + box_weight * F.l1_loss(
+            out[:, num_classes:], t_train[idx]
+        )
 
     history = _fit(head, loss, len(x_train), epochs, lr, weight_decay, batch_size, seed)
     with torch.no_grad():
@@ -445,9 +524,16 @@ def detection_probe(backbone: nn.Module, train_set, test_set, epochs: int = 40, 
     ious = box_iou(pred_boxes, test_boxes.float())
     right = pred_labels == test_set.labels.long()
     hit = ious >= 0.5
-    return {"box_iou": float(ious.mean()), "acc_iou50": float(hit.float().mean()), "class_acc": float(right.float().mean()),
-            "det_acc": float((right & hit).float().mean()), "pred_boxes": pred_boxes, "pred_labels": pred_labels,
-            "ious": ious, "history": history}
+    return {
+        "box_iou": float(ious.mean()),
+        "acc_iou50": float(hit.float().mean()),
+        "class_acc": float(right.float().mean()),
+        "det_acc": float((right & hit).float().mean()),
+        "pred_boxes": pred_boxes,
+        "pred_labels": pred_labels,
+        "ious": ious,
+        "history": history,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -455,8 +541,18 @@ def detection_probe(backbone: nn.Module, train_set, test_set, epochs: int = 40, 
 # ----------------------------------------------------------------------------------------------
 
 
-def transfer(backbone: nn.Module, train_set, test_set, protocols: Sequence[str] = ("knn", "linear"), k: int = 20,
-             temperature: float = 0.07, linear_epochs: int = 100, batch_size: int = 256, seed: int = 0, device=None) -> dict:
+def transfer(
+    backbone: nn.Module,
+    train_set,
+    test_set,
+    protocols: Sequence[str] = ("knn", "linear"),
+    k: int = 20,
+    temperature: float = 0.07,
+    linear_epochs: int = 100,
+    batch_size: int = 256,
+    seed: int = 0,
+    device=None,
+) -> dict:
     """k-NN and linear probe of a frozen backbone on another data set than the one it was trained on
     (its classes, its images): ``train_set`` labels the bank and trains the probe, ``test_set`` scores them.
     The backbone keeps its own input normalisation (the statistics of the data it was trained on).
@@ -473,6 +569,7 @@ def transfer(backbone: nn.Module, train_set, test_set, protocols: Sequence[str] 
     if "knn" in protocols:
         out["knn_top1"] = float(knn_accuracy(train_feats, train_labels, test_feats, test_labels, k, temperature))
     if "linear" in protocols:
-        out["linear_top1"] = float(linear_probe(train_feats, train_labels, test_feats, test_labels,
-                                                epochs=linear_epochs, seed=seed)["top1"])
+        out["linear_top1"] = float(
+            linear_probe(train_feats, train_labels, test_feats, test_labels, epochs=linear_epochs, seed=seed)["top1"]
+        )
     return out

@@ -14,6 +14,7 @@ per-process BN compute: BN statistics over K consecutive slices of the batch. A 
 ``keep_local_bn = True`` (MoCo's key encoder, whose BN must see only this process's shuffled keys) is
 left as it is by both conversions.
 """
+
 from __future__ import annotations
 
 import os
@@ -150,10 +151,20 @@ class _AnyDimBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     @classmethod
     def from_batchnorm(cls, bn: torch.nn.modules.batchnorm._BatchNorm, **kwargs):
         """The same layer (the very same weight, bias and running-statistics tensors) as ``cls``."""
-        new = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                  track_running_stats=bn.track_running_stats, **kwargs)
+        new = cls(
+            bn.num_features,
+            eps=bn.eps,
+            momentum=bn.momentum,
+            affine=bn.affine,
+            track_running_stats=bn.track_running_stats,
+            **kwargs,
+        )
         new.weight, new.bias = bn.weight, bn.bias
-        new.running_mean, new.running_var, new.num_batches_tracked = bn.running_mean, bn.running_var, bn.num_batches_tracked
+        new.running_mean, new.running_var, new.num_batches_tracked = (
+            bn.running_mean,
+            bn.running_var,
+            bn.num_batches_tracked,
+        )
         new.train(bn.training)
         return new
 
@@ -217,8 +228,11 @@ class SplitBatchNorm(_AnyDimBatchNorm):
         if self.track_running_stats:
             dims = [0, *range(2, x.dim())]
             with torch.no_grad():
-                self._track(torch.stack([c.float().mean(dims) for c in chunks]).mean(0),
-                            torch.stack([c.float().var(dims, unbiased=True) for c in chunks]).mean(0), factor)
+                self._track(
+                    torch.stack([c.float().mean(dims) for c in chunks]).mean(0),
+                    torch.stack([c.float().var(dims, unbiased=True) for c in chunks]).mean(0),
+                    factor,
+                )
         return out
 
 

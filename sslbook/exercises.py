@@ -8,6 +8,7 @@ to bottom before the exercises are solved.
     >>> from sslbook.exercises import check_knn_classify
     >>> check_knn_classify(my_knn)
 """
+
 from __future__ import annotations
 
 import torch
@@ -74,7 +75,11 @@ def check_cosine_schedule(fn) -> bool:
             return _report("cosine schedule", False, f"for {args} expected {len(want)} values, got {len(got)}")
         if not torch.allclose(got, want, atol=1e-6):
             i = int((got - want).abs().argmax())
-            return _report("cosine schedule", False, f"for {args}, step {i}: expected {float(want[i]):.6f}, got {float(got[i]):.6f}")
+            return _report(
+                "cosine schedule",
+                False,
+                f"for {args}, step {i}: expected {float(want[i]):.6f}, got {float(got[i]):.6f}",
+            )
     return _report("cosine schedule", True, "matches sslbook.schedules.cosine_schedule")
 
 
@@ -90,7 +95,9 @@ def check_random_masking(fn, trials: int = 5) -> bool:
         ids_keep, ids_restore, mask = (torch.as_tensor(t) for t in got)
         keep = int(L * (1 - ratio))
         if tuple(ids_keep.shape) != (n, keep):
-            return _report(name, False, f"L={L}, ratio={ratio}: ids_keep should be {n}×{keep}, got {tuple(ids_keep.shape)}")
+            return _report(
+                name, False, f"L={L}, ratio={ratio}: ids_keep should be {n}×{keep}, got {tuple(ids_keep.shape)}"
+            )
         if tuple(mask.shape) != (n, L) or tuple(ids_restore.shape) != (n, L):
             return _report(name, False, f"mask and ids_restore should be {n}×{L}")
         for i in range(n):
@@ -153,8 +160,12 @@ def check_rotate_batch(fn) -> bool:
     if not torch.equal(gt, want_t):
         return _report("rotate batch", False, f"expected targets {want_t.tolist()}, got {gt.tolist()}")
     for k in range(4):
-        if not torch.allclose(gx[k * 3:(k + 1) * 3], want_x[k * 3:(k + 1) * 3]):
-            return _report("rotate batch", False, f"the images rotated by {90 * k}° differ (counter-clockwise, torch.rot90 on dims (2, 3))")
+        if not torch.allclose(gx[k * 3 : (k + 1) * 3], want_x[k * 3 : (k + 1) * 3]):
+            return _report(
+                "rotate batch",
+                False,
+                f"the images rotated by {90 * k}° differ (counter-clockwise, torch.rot90 on dims (2, 3))",
+            )
     return _report("rotate batch", True, "matches sslbook.methods.rotnet.rotate_batch")
 
 
@@ -187,8 +198,12 @@ def check_min_hamming(fn) -> bool:
         d.fill_diagonal_(perms.shape[1] + 1)
         want = int(d.min())
         if int(got) != want:
-            return _report("minimum Hamming distance", False, f"for a set of {len(perms)} permutations expected {want}, got {got}")
+            return _report(
+                "minimum Hamming distance", False, f"for a set of {len(perms)} permutations expected {want}, got {got}"
+            )
     return _report("minimum Hamming distance", True, "agrees on three permutation sets")
+
+
 # ----------------------------------------------------------------------------------------------
 # Chapter 3: reconstruction and colour
 # ----------------------------------------------------------------------------------------------
@@ -210,7 +225,9 @@ def check_rgb_to_lab(fn) -> bool:
     err = (got - want).abs().amax(dim=(0, 2, 3))
     if (err > 0.05).any():
         worst = "Lab"[int(err.argmax())]
-        return _report("rgb → Lab", False, f"channel {worst} is off by up to {float(err.max()):.3f} (white should be L=100, a=b=0)")
+        return _report(
+            "rgb → Lab", False, f"channel {worst} is off by up to {float(err.max()):.3f} (white should be L=100, a=b=0)"
+        )
     return _report("rgb → Lab", True, "matches sslbook.color.rgb_to_lab to 0.05")
 
 
@@ -227,8 +244,12 @@ def check_masked_pixel_mse(fn) -> bool:
             return False
         want = masked_pixel_mse(pred, target, mask)
         if not torch.allclose(torch.as_tensor(got, dtype=torch.float32).reshape(()), want, atol=1e-5):
-            return _report("masked MSE", False, f"expected {float(want):.5f}, got {float(torch.as_tensor(got).reshape(())):.5f} "
-                           "(average over masked pixels and channels only)")
+            return _report(
+                "masked MSE",
+                False,
+                f"expected {float(want):.5f}, got {float(torch.as_tensor(got).reshape(())):.5f} "
+                "(average over masked pixels and channels only)",
+            )
     return _report("masked MSE", True, "matches sslbook.losses.masked_pixel_mse")
 
 
@@ -237,7 +258,11 @@ def check_copy_colours(fn) -> bool:
     from sslbook.losses import copy_colours
 
     g = torch.Generator().manual_seed(5)
-    f_ref, f_tgt, c = torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 5, generator=g), torch.rand(2, 3, 6, generator=g)
+    f_ref, f_tgt, c = (
+        torch.randn(2, 4, 6, generator=g),
+        torch.randn(2, 4, 5, generator=g),
+        torch.rand(2, 3, 6, generator=g),
+    )
     ok, got = _call("colour pointer", fn, f_ref, f_tgt, c)
     if not ok:
         return False
@@ -249,6 +274,8 @@ def check_copy_colours(fn) -> bool:
         hint = " (is the softmax over the reference locations i, dim 1 of A?)"
         return _report("colour pointer", False, f"values differ by up to {float((got - want).abs().max()):.4f}{hint}")
     return _report("colour pointer", True, "matches sslbook.losses.copy_colours")
+
+
 def check_nt_xent(fn, trials: int = 4) -> bool:
     """Exercise 5.1: ``fn(z1, z2, temperature) -> scalar`` must match :func:`sslbook.losses.nt_xent`
     (SimCLR's loss over the 2N views, positives = the twin view) on random N×D inputs."""
@@ -260,7 +287,9 @@ def check_nt_xent(fn, trials: int = 4) -> bool:
         ok, got = _call("NT-Xent", fn, z1, z2, t)
         if not ok:
             return False
-        if not _scalar_matches("NT-Xent", got, nt_xent(z1, z2, t), f"N={n}, D={d}, τ={t}", " (average over the 2N views)"):
+        if not _scalar_matches(
+            "NT-Xent", got, nt_xent(z1, z2, t), f"N={n}, D={d}, τ={t}", " (average over the 2N views)"
+        ):
             return False
     return _report("NT-Xent", True, "matches sslbook.losses.nt_xent")
 
@@ -293,13 +322,17 @@ def check_cpc_infonce(fn, trials: int = 3) -> bool:
     from sslbook.losses import cpc_infonce
 
     g = torch.Generator().manual_seed(0)
-    for n, t, w, d, steps, tau in [(3, 4, 3, 8, (1, 2), 1.0), (2, 5, 2, 4, (2, 3), 0.5), (4, 3, 1, 6, (1,), 0.2)][:trials]:
+    for n, t, w, d, steps, tau in [(3, 4, 3, 8, (1, 2), 1.0), (2, 5, 2, 4, (2, 3), 0.5), (4, 3, 1, 6, (1,), 0.2)][
+        :trials
+    ]:
         z = torch.randn(n, t, w, d, generator=g)
         preds = [torch.randn(n, t - k, w, d, generator=g) for k in steps]
         ok, got = _call("CPC InfoNCE", fn, z.clone(), [p.clone() for p in preds], steps, tau)
         if not ok:
             return False
-        if not _scalar_matches("CPC InfoNCE", got, cpc_infonce(z, preds, steps, tau), f"N={n}, grid {t}×{w}, steps {steps}, τ={tau}"):
+        if not _scalar_matches(
+            "CPC InfoNCE", got, cpc_infonce(z, preds, steps, tau), f"N={n}, grid {t}×{w}, steps {steps}, τ={tau}"
+        ):
             return False
     return _report("CPC InfoNCE", True, "matches sslbook.losses.cpc_infonce")
 
@@ -317,6 +350,8 @@ def check_causal_mask(fn) -> bool:
         if got.shape != want.shape or not torch.equal(got, want):
             return _report("causal mask", False, f"kernel {k}: expected\n{want.int()}\ngot\n{got}")
     return _report("causal mask", True, "rows below the centre are zero, the others one")
+
+
 # ----------------------------------------------------------------------------------------------
 # Chapter 6: memory banks and momentum encoders
 # ----------------------------------------------------------------------------------------------
@@ -344,9 +379,15 @@ def check_enqueue(fn) -> bool:
             except (TypeError, IndexError, ValueError):
                 return _report("FIFO queue", False, "return a pair (queue, ptr)")
             if ptr != int(ref.ptr):
-                return _report("FIFO queue", False, f"K={size}, B={b}, after {s + 1} batches: ptr should be {int(ref.ptr)}, got {ptr}")
+                return _report(
+                    "FIFO queue",
+                    False,
+                    f"K={size}, B={b}, after {s + 1} batches: ptr should be {int(ref.ptr)}, got {ptr}",
+                )
             if queue.shape != ref.keys.shape or not torch.allclose(queue, ref.keys, atol=1e-6):
-                return _report("FIFO queue", False, f"K={size}, B={b}, after {s + 1} batches the queue's contents differ")
+                return _report(
+                    "FIFO queue", False, f"K={size}, B={b}, after {s + 1} batches the queue's contents differ"
+                )
     return _report("FIFO queue", True, "the newest keys replace the oldest, the pointer wraps around")
 
 
@@ -359,18 +400,26 @@ def check_momentum_update(fn) -> bool:
 
     for m in (0.0, 0.9, 0.999, 1.0):
         torch.manual_seed(1)
-        online, target = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2)), nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2))
+        online, target = (
+            nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2)),
+            nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2)),
+        )
         want = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2))
         want.load_state_dict(target.state_dict())
         ema_update_(want, online, m)
         with torch.no_grad():
-            ok, _ = _call("momentum update", fn, list(target.parameters()), [p.detach() for p in online.parameters()], m)
+            ok, _ = _call(
+                "momentum update", fn, list(target.parameters()), [p.detach() for p in online.parameters()], m
+            )
         if not ok:
             return False
         for a, b in zip(target.parameters(), want.parameters()):
             if not torch.allclose(a, b, atol=1e-6):
-                return _report("momentum update", False, f"m={m}: the target parameters differ from m·θk + (1 − m)·θq "
-                               "(update them in place)")
+                return _report(
+                    "momentum update",
+                    False,
+                    f"m={m}: the target parameters differ from m·θk + (1 − m)·θq (update them in place)",
+                )
     return _report("momentum update", True, "θk ← m θk + (1 − m) θq for m = 0, 0.9, 0.999, 1")
 
 
@@ -385,7 +434,11 @@ def check_cosine_momentum(fn) -> bool:
             return False
         want = cosine_momentum(*args)
         if abs(float(got) - want) > 1e-6:
-            return _report("momentum schedule", False, f"step {args[0]} of {args[1]}, base {args[2]}: expected {want:.6f}, got {float(got):.6f}")
+            return _report(
+                "momentum schedule",
+                False,
+                f"step {args[0]} of {args[1]}, base {args[2]}: expected {want:.6f}, got {float(got):.6f}",
+            )
     return _report("momentum schedule", True, "matches sslbook.schedules.cosine_momentum")
 
 
@@ -400,9 +453,12 @@ def check_rank_correlation(fn, trials: int = 6) -> bool:
     from sslbook.evaluation import rank_correlation
 
     g = torch.Generator().manual_seed(0)
-    cases = [([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]), ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]),
-             ([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 4.0, 9.0, 16.0, 100.0]),  # monotone, not linear: exactly 1
-             ([1.0, 2.0, 2.0, 3.0, 5.0], [2.0, 1.0, 3.0, 3.0, 4.0])]  # ties in both lists
+    cases = [
+        ([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]),
+        ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]),
+        ([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 4.0, 9.0, 16.0, 100.0]),  # monotone, not linear: exactly 1
+        ([1.0, 2.0, 2.0, 3.0, 5.0], [2.0, 1.0, 3.0, 3.0, 4.0]),
+    ]  # ties in both lists
     for _ in range(trials):
         n = int(torch.randint(4, 12, (1,), generator=g))
         cases.append((torch.randint(0, 6, (n,), generator=g).float().tolist(), torch.randn(n, generator=g).tolist()))
@@ -412,9 +468,14 @@ def check_rank_correlation(fn, trials: int = 6) -> bool:
             return False
         want = rank_correlation(x, y)
         if got is None or abs(float(got) - want) > 1e-6:
-            return _report("rank correlation", False, f"x={[round(v, 2) for v in x]}, y={[round(v, 2) for v in y]}: "
-                           f"expected {want:.4f}, got {got}")
-    return _report("rank correlation", True, f"{len(cases)} cases (ties included) agree with sslbook.evaluation.rank_correlation")
+            return _report(
+                "rank correlation",
+                False,
+                f"x={[round(v, 2) for v in x]}, y={[round(v, 2) for v in y]}: expected {want:.4f}, got {got}",
+            )
+    return _report(
+        "rank correlation", True, f"{len(cases)} cases (ties included) agree with sslbook.evaluation.rank_correlation"
+    )
 
 
 def check_pareto_front(fn, trials: int = 6) -> bool:
@@ -433,9 +494,14 @@ def check_pareto_front(fn, trials: int = 6) -> bool:
             return False
         want = sorted(pareto_front(costs, scores))
         if got is None or sorted(int(i) for i in got) != want:
-            return _report("Pareto front", False, f"costs={[round(c, 2) for c in costs]}, scores={scores}: "
-                           f"expected indices {want}, got {got}")
-    return _report("Pareto front", True, f"{len(cases)} cases (ties included) agree with sslbook.evaluation.pareto_front")
+            return _report(
+                "Pareto front",
+                False,
+                f"costs={[round(c, 2) for c in costs]}, scores={scores}: expected indices {want}, got {got}",
+            )
+    return _report(
+        "Pareto front", True, f"{len(cases)} cases (ties included) agree with sslbook.evaluation.pareto_front"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,8 +524,12 @@ def check_dino_center(fn) -> bool:
         except (RuntimeError, TypeError, ValueError):
             return _report("DINO centre", False, f"return a 1×{k} tensor (one value per output dimension)")
         if not torch.allclose(got, want, atol=1e-5):
-            return _report("DINO centre", False, f"B={b}, K={k}, m={m}: expected {want.flatten()[:3].tolist()}…, "
-                           f"got {got.flatten()[:3].tolist()}… (average over the batch dimension)")
+            return _report(
+                "DINO centre",
+                False,
+                f"B={b}, K={k}, m={m}: expected {want.flatten()[:3].tolist()}…, "
+                f"got {got.flatten()[:3].tolist()}… (average over the batch dimension)",
+            )
     return _report("DINO centre", True, "C ← m C + (1 − m) · batch mean of the teacher's logits")
 
 
@@ -476,7 +546,9 @@ def check_dino_loss(fn, trials: int = 3) -> bool:
         teacher = [torch.randn(n, k, generator=g) for _ in range(2)]
         center = torch.randn(1, k, generator=g) * 0.5
         for ts, tt in [(0.1, 0.04), (0.2, 0.07)]:
-            ok, got = _call("DINO loss", fn, [s.clone() for s in student], [t.clone() for t in teacher], center.clone(), ts, tt)
+            ok, got = _call(
+                "DINO loss", fn, [s.clone() for s in student], [t.clone() for t in teacher], center.clone(), ts, tt
+            )
             if not ok:
                 return False
             want = dino(student, teacher, center, ts, tt)
@@ -484,8 +556,12 @@ def check_dino_loss(fn, trials: int = 3) -> bool:
                 return _report("DINO loss", False, "the function returned None: return the loss (a scalar tensor)")
             got = torch.as_tensor(got, dtype=torch.float32).detach()
             if got.numel() != 1 or not torch.allclose(got.reshape(()), want, atol=1e-4):
-                return _report("DINO loss", False, f"{n_views} student views, τs={ts}, τt={tt}: expected {float(want):.4f}, "
-                               f"got {got.flatten()[:3].tolist()}")
+                return _report(
+                    "DINO loss",
+                    False,
+                    f"{n_views} student views, τs={ts}, τt={tt}: expected {float(want):.4f}, "
+                    f"got {got.flatten()[:3].tolist()}",
+                )
     return _report("DINO loss", True, "matches sslbook.losses.dino (2 to 6 views, two temperature pairs)")
 
 
@@ -510,8 +586,12 @@ def check_byol_loss(fn, trials: int = 4) -> bool:
         got = torch.as_tensor(got)
         want = 2 + 2 * negative_cosine(p.detach(), z.detach())
         if got.numel() != 1 or not torch.allclose(got.detach().float().reshape(()), want, atol=1e-5):
-            return _report(name, False, f"N={n}, D={d}: expected {float(want):.5f}, got "
-                           f"{float(got.detach().reshape(-1)[0]) if got.numel() else 'an empty tensor'} (normalise both, then the squared distance, then the batch mean)")
+            return _report(
+                name,
+                False,
+                f"N={n}, D={d}: expected {float(want):.5f}, got "
+                f"{float(got.detach().reshape(-1)[0]) if got.numel() else 'an empty tensor'} (normalise both, then the squared distance, then the batch mean)",
+            )
         if not got.requires_grad:
             return _report(name, False, "the loss has no gradient: the online prediction p must receive one")
         got.backward()
@@ -536,9 +616,13 @@ def check_barlow_twins_loss(fn, trials: int = 4) -> bool:
         got = torch.as_tensor(got).detach().float()
         want = barlow_twins(z1, z2, lambd)
         if got.numel() != 1 or not torch.allclose(got.reshape(()), want, rtol=1e-3, atol=1e-4):
-            return _report(name, False, f"N={n}, D={d}, λ={lambd}: expected {float(want):.5f}, got "
-                           f"{float(got.reshape(-1)[0]) if got.numel() else 'an empty tensor'} (standardised with the biased "
-                           "variance, divided by N)")
+            return _report(
+                name,
+                False,
+                f"N={n}, D={d}, λ={lambd}: expected {float(want):.5f}, got "
+                f"{float(got.reshape(-1)[0]) if got.numel() else 'an empty tensor'} (standardised with the biased "
+                "variance, divided by N)",
+            )
     return _report(name, True, "matches sslbook.losses.barlow_twins")
 
 
@@ -551,8 +635,16 @@ def check_output_std(fn) -> bool:
     name = "std of the normalised outputs"
     g = torch.Generator().manual_seed(0)
     spread = torch.randn(512, 64, generator=g)
-    cases = [("spread out", spread), ("collapsed", torch.randn(1, 64, generator=g).expand(256, 64) * torch.rand(256, 1, generator=g) + 1e-3 * torch.randn(256, 64, generator=g)),
-             ("scaled rows", spread * torch.rand(512, 1, generator=g) * 10), ("half", torch.cat([spread[:, :32], torch.zeros(512, 32)], 1) + 0.1)]
+    cases = [
+        ("spread out", spread),
+        (
+            "collapsed",
+            torch.randn(1, 64, generator=g).expand(256, 64) * torch.rand(256, 1, generator=g)
+            + 1e-3 * torch.randn(256, 64, generator=g),
+        ),
+        ("scaled rows", spread * torch.rand(512, 1, generator=g) * 10),
+        ("half", torch.cat([spread[:, :32], torch.zeros(512, 32)], 1) + 0.1),
+    ]
     for label, z in cases:
         ok, got = _call(name, fn, z.clone())
         if not ok:
@@ -563,9 +655,13 @@ def check_output_std(fn) -> bool:
         except (TypeError, ValueError, RuntimeError):
             return _report(name, False, "return one number (the mean over dimensions)")
         if abs(got - want) > 1e-3 * max(1.0, abs(want)) and abs(got - want) > 2e-4:
-            return _report(name, False, f"{label} outputs: expected {want:.4f}, got {got:.4f} (normalise the rows first, "
-                           "then the std over the batch, dim 0)")
-    return _report(name, True, f"spread-out outputs give ≈ 1/√D = {1 / 64 ** 0.5:.3f}, collapsed ones ≈ 0")
+            return _report(
+                name,
+                False,
+                f"{label} outputs: expected {want:.4f}, got {got:.4f} (normalise the rows first, "
+                "then the std over the batch, dim 0)",
+            )
+    return _report(name, True, f"spread-out outputs give ≈ 1/√D = {1 / 64**0.5:.3f}, collapsed ones ≈ 0")
 
 
 def check_scaled_lr(fn) -> bool:
@@ -592,8 +688,12 @@ def check_mfu(fn) -> bool:
     model FLOPs utilisation, achieved FLOP/s over the peak FLOP/s of all the devices, a fraction in [0, 1].
     ``flops_per_step`` counts every process's work (the global batch), as ``python -m sslbook bench`` does."""
     name = "model FLOPs utilisation"
-    for flops, seconds, peak, k in [(22.9e9, 0.05, 989e12, 1), (1.2e12, 0.8, 312e12, 1), (4.8e12, 0.5, 989e12, 8),
-                                    (3e15, 2.0, 989e12, 4)]:
+    for flops, seconds, peak, k in [
+        (22.9e9, 0.05, 989e12, 1),
+        (1.2e12, 0.8, 312e12, 1),
+        (4.8e12, 0.5, 989e12, 8),
+        (3e15, 2.0, 989e12, 4),
+    ]:
         ok, got = _call(name, fn, flops, seconds, peak, k)
         if not ok:
             return False
@@ -603,6 +703,9 @@ def check_mfu(fn) -> bool:
         except (TypeError, ValueError):
             return _report(name, False, "return one number, a fraction")
         if abs(got - want) > 1e-6 * max(want, 1e-12):
-            return _report(name, False, f"{flops:.3g} FLOPs in {seconds} s on {k} × {peak:.3g} FLOP/s: expected "
-                           f"{want:.4g}, got {got:.4g}")
+            return _report(
+                name,
+                False,
+                f"{flops:.3g} FLOPs in {seconds} s on {k} × {peak:.3g} FLOP/s: expected {want:.4g}, got {got:.4g}",
+            )
     return _report(name, True, "MFU = FLOPs per step / seconds per step / (peak FLOP/s × processes)")

@@ -8,6 +8,7 @@ Under ``torchrun`` the contrastive losses take their negatives from every proces
 gathered with :func:`all_gather_with_grad`, which passes gradients back to the process that made them
 (SimCLR needs this; MoCo's keys carry no gradient). On one process nothing is gathered.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,7 +38,7 @@ class _GatherWithGrad(torch.autograd.Function):
         grad = grad.contiguous().clone()
         torch.distributed.all_reduce(grad)
         start = torch.distributed.get_rank() * ctx.rows
-        return grad[start:start + ctx.rows]
+        return grad[start : start + ctx.rows]
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     averaged over all 2N anchors. Under torchrun the 2N grows to every process's views.
     """
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(f"nt_xent needs two N×D tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent needs two N×D tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if not temperature > 0:
         raise ValueError(f"nt_xent needs a temperature > 0 (it divides the similarities), got {temperature}")
     n = z1.shape[0]
@@ -91,7 +94,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     return F.cross_entropy(logits, pos_idx)
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None = None, temperature: float = 0.07) -> torch.Tensor:
+def info_nce(
+    q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None = None, temperature: float = 0.07
+) -> torch.Tensor:
     """InfoNCE in MoCo's form (Oord et al. 2018; He et al. 2020, eq. 1).
 
     q: N×D queries; k: N×D keys, k[i] the positive of q[i]; negatives: K×D (a memory bank or queue)
@@ -130,7 +135,9 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     ‖p̄ − z̄‖² = 2 − 2·cos(p, z) is ``2 + 2 * negative_cosine(p, z)``.
     """
     if p.shape != z.shape or p.dim() != 2:
-        raise ValueError(f"negative_cosine needs two N×D tensors of the same shape, got {tuple(p.shape)} and {tuple(z.shape)}")
+        raise ValueError(
+            f"negative_cosine needs two N×D tensors of the same shape, got {tuple(p.shape)} and {tuple(z.shape)}"
+        )
     return -F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
 
 
@@ -155,7 +162,9 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, reduct
     Under torchrun the batch statistics and C cover every process's embeddings (gathered with gradients).
     """
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(f"barlow_twins needs two N×D tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"barlow_twins needs two N×D tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     z1, z2 = _gather(z1.float()), _gather(z2.float())
@@ -170,8 +179,13 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, reduct
     return on_diag + lambd * off_diag
 
 
-def dino(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], center: torch.Tensor,
-         student_temp: float = 0.1, teacher_temp: float = 0.04) -> torch.Tensor:
+def dino(
+    student_out: list[torch.Tensor],
+    teacher_out: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
+) -> torch.Tensor:
     """DINO's self-distillation loss (Caron et al. 2021, Algorithm 1).
 
     student_out: per-view logits, each N×K (the global views first, then the local ones);
@@ -189,7 +203,9 @@ def dino(student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], cente
     return dino_cross_entropy(student_out, targets, student_temp)
 
 
-def dino_cross_entropy(student_out: list[torch.Tensor], targets: list[torch.Tensor], student_temp: float = 0.1) -> torch.Tensor:
+def dino_cross_entropy(
+    student_out: list[torch.Tensor], targets: list[torch.Tensor], student_temp: float = 0.1
+) -> torch.Tensor:
     """DINO's loss from ready-made teacher targets (probabilities): the mean over the pairs (teacher
     view iq, student view v ≠ iq) of −Σ_k P_t[iq] log softmax(s_v/τ_s), averaged over the batch.
 
@@ -247,8 +263,9 @@ def sinkhorn_knopp(logits: torch.Tensor, temperature: float = 0.07, iters: int =
     return (q * b).T  # B×K, rows sum to 1
 
 
-def ibot_patch_loss(student_patches: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor,
-                    student_temp: float = 0.1) -> torch.Tensor:
+def ibot_patch_loss(
+    student_patches: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor, student_temp: float = 0.1
+) -> torch.Tensor:
     """iBOT's masked-patch self-distillation (Zhou et al. 2022): at every **masked** patch the student's
     patch logits predict the teacher's patch distribution (computed from the unmasked image).
 
@@ -257,10 +274,14 @@ def ibot_patch_loss(student_patches: torch.Tensor, teacher_probs: torch.Tensor, 
     patches / their number; then the mean over the images that have at least one masked patch.
     Unmasked patches contribute nothing."""
     if student_patches.shape != teacher_probs.shape or student_patches.shape[:2] != mask.shape:
-        raise ValueError(f"ibot_patch_loss: shapes {tuple(student_patches.shape)}, {tuple(teacher_probs.shape)} "
-                         f"and mask {tuple(mask.shape)} do not match (N×L×K, N×L×K, N×L)")
+        raise ValueError(
+            f"ibot_patch_loss: shapes {tuple(student_patches.shape)}, {tuple(teacher_probs.shape)} "
+            f"and mask {tuple(mask.shape)} do not match (N×L×K, N×L×K, N×L)"
+        )
     mask = mask.float()
-    ce = torch.sum(-teacher_probs.float().detach() * F.log_softmax(student_patches.float() / student_temp, dim=-1), dim=-1)  # N×L
+    ce = torch.sum(
+        -teacher_probs.float().detach() * F.log_softmax(student_patches.float() / student_temp, dim=-1), dim=-1
+    )  # N×L
     per_image = (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     has_mask = (mask.sum(dim=1) > 0).float()
     return (per_image * has_mask).sum() / has_mask.sum().clamp(min=1.0)
@@ -283,7 +304,9 @@ def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return -torch.log(distances + eps).mean()
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = False, eps: float = 1e-6) -> torch.Tensor:
+def masked_mse(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = False, eps: float = 1e-6
+) -> torch.Tensor:
     """MAE's reconstruction loss (He et al. 2021): mean squared error on the **masked** patches only.
 
     pred, target: N×L×P (P = p·p·3 values per patch); mask: N×L, 1 = masked (predicted), 0 = visible.
@@ -292,7 +315,9 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, nor
     Computed in float32 (safe under bf16 autocast).
     """
     if pred.shape != target.shape or mask.shape != pred.shape[:2]:
-        raise ValueError(f"masked_mse: pred {tuple(pred.shape)} and target {tuple(target.shape)} must be N×L×P and mask {tuple(mask.shape)} N×L")
+        raise ValueError(
+            f"masked_mse: pred {tuple(pred.shape)} and target {tuple(target.shape)} must be N×L×P and mask {tuple(mask.shape)} N×L"
+        )
     pred, target, mask = pred.float(), target.float(), mask.float()
     if normalize_target:
         mean = target.mean(dim=-1, keepdim=True)
@@ -310,7 +335,9 @@ def pretext_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.
         L = −(1/N) Σ_n log softmax(logits_n)[targets_n]
     """
     if logits.dim() != 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(f"pretext_cross_entropy needs N×K logits and N targets, got {tuple(logits.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"pretext_cross_entropy needs N×K logits and N targets, got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
     return F.cross_entropy(logits.float(), targets)
 
 
@@ -326,8 +353,10 @@ def masked_pixel_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     L = Σ mask·(pred − target)² / (C·Σ mask): unmasked pixels contribute nothing, whatever they hold.
     """
     if pred.shape != target.shape or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != pred.shape[2:]:
-        raise ValueError(f"masked_pixel_mse needs pred/target N×C×H×W and mask N×1×H×W, got {tuple(pred.shape)}, "
-                         f"{tuple(target.shape)}, {tuple(mask.shape)}")
+        raise ValueError(
+            f"masked_pixel_mse needs pred/target N×C×H×W and mask N×1×H×W, got {tuple(pred.shape)}, "
+            f"{tuple(target.shape)}, {tuple(mask.shape)}"
+        )
     mask = mask.float()
     err = (pred.float() - target.float()) ** 2 * mask
     return err.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
@@ -342,7 +371,9 @@ def attention_pointer(f_ref: torch.Tensor, f_tgt: torch.Tensor, temperature: flo
     return logits.softmax(dim=1)
 
 
-def copy_colours(f_ref: torch.Tensor, f_tgt: torch.Tensor, c_ref: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def copy_colours(
+    f_ref: torch.Tensor, f_tgt: torch.Tensor, c_ref: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """y_j = Σ_i A_ij c_i: each target location's colour is a weighted copy of reference colours.
 
     f_ref: N×C×M, f_tgt: N×C×P, c_ref: N×K×M (colours, or one-hot colour bins, or mask labels) → N×K×P.
@@ -356,8 +387,13 @@ def copy_colours(f_ref: torch.Tensor, f_tgt: torch.Tensor, c_ref: torch.Tensor, 
 # ----------------------------------------------------------------------------------------------
 
 
-def cpc_infonce(z: torch.Tensor, preds: list[torch.Tensor], steps: list[int] | tuple[int, ...],
-                temperature: float = 1.0, normalize: bool = False) -> torch.Tensor:
+def cpc_infonce(
+    z: torch.Tensor,
+    preds: list[torch.Tensor],
+    steps: list[int] | tuple[int, ...],
+    temperature: float = 1.0,
+    normalize: bool = False,
+) -> torch.Tensor:
     """CPC's InfoNCE (van den Oord et al. 2018, eq. 4; Hénaff et al. 2019 for images).
 
     z: N×T×…×D encodings; axis 1 is the direction of prediction (time for a sequence, rows of a patch

@@ -1,4 +1,5 @@
 """Optimisers: SGD, AdamW and LARS, with no weight decay on biases and normalisation parameters."""
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         scale, fixed = float(getattr(p, "lr_scale", Method.lr_scale)), bool(getattr(p, "fixed_lr", Method.fixed_lr))
         key = (no_decay, scale, fixed)
         if key not in groups:
-            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
-                           "lars_exclude": no_decay, "lr_scale": scale, "fixed_lr": fixed}
+            groups[key] = {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lars_exclude": no_decay,
+                "lr_scale": scale,
+                "fixed_lr": fixed,
+            }
         groups[key]["params"].append(p)
     return list(groups.values())
 
@@ -50,10 +56,16 @@ class LARS(torch.optim.Optimizer):
                 continue
             grads = [p.grad for p in params]
             # d = ∇w + λw (a new tensor: the gradients are left as they are)
-            d = torch._foreach_add(grads, params, alpha=group["weight_decay"]) if group["weight_decay"] else [g.clone() for g in grads]
+            d = (
+                torch._foreach_add(grads, params, alpha=group["weight_decay"])
+                if group["weight_decay"]
+                else [g.clone() for g in grads]
+            )
             if not group["lars_exclude"]:
                 w_norm, d_norm = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(d))
-                trust = torch.where((w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, torch.ones_like(w_norm))
+                trust = torch.where(
+                    (w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, torch.ones_like(w_norm)
+                )
                 torch._foreach_mul_(d, list(trust.unbind()))
             bufs, new_d = [], []
             for p, dp in zip(params, d):

@@ -25,17 +25,41 @@ Sources (the book's bibliography page lists them in full):
   (MoCo v2 800 epochs, SimSiam 100 epochs, MoCo v3 ViT-B, DINO ViT-S/16, MAE ViT-B, CPC v2's ResNet-161
   is not used: its ResNet-50 figure is).
 """
+
 from __future__ import annotations
 
 # Top-1 accuracy in %, by benchmark, then by sslbook method name.
 ACCURACY: dict[str, dict[str, float]] = {
-    "CIFAR-10 linear (solo-learn)": {"simclr": 90.7, "moco_v2": 92.9, "moco_v3": 93.1, "byol": 92.6,
-                                     "simsiam": 90.5, "barlow_twins": 92.1, "dino": 89.5},
-    "CIFAR-10 kNN (lightly)": {"simclr": 87.9, "moco_v2": 89.9, "byol": 91.0, "simsiam": 90.4,
-                               "barlow_twins": 85.9, "dino": 84.8},
-    "ImageNet linear (papers)": {"moco_v1": 60.6, "moco_v2": 71.1, "simclr": 69.3, "pirl": 63.6, "cpc": 63.8,
-                                 "byol": 74.3, "simsiam": 68.1, "barlow_twins": 73.2, "moco_v3": 76.7,
-                                 "dino": 77.0, "mae": 68.0},
+    "CIFAR-10 linear (solo-learn)": {
+        "simclr": 90.7,
+        "moco_v2": 92.9,
+        "moco_v3": 93.1,
+        "byol": 92.6,
+        "simsiam": 90.5,
+        "barlow_twins": 92.1,
+        "dino": 89.5,
+    },
+    "CIFAR-10 kNN (lightly)": {
+        "simclr": 87.9,
+        "moco_v2": 89.9,
+        "byol": 91.0,
+        "simsiam": 90.4,
+        "barlow_twins": 85.9,
+        "dino": 84.8,
+    },
+    "ImageNet linear (papers)": {
+        "moco_v1": 60.6,
+        "moco_v2": 71.1,
+        "simclr": 69.3,
+        "pirl": 63.6,
+        "cpc": 63.8,
+        "byol": 74.3,
+        "simsiam": 68.1,
+        "barlow_twins": 73.2,
+        "moco_v3": 76.7,
+        "dino": 77.0,
+        "mae": 68.0,
+    },
 }
 
 # Which of this book's protocols each benchmark corresponds to.
@@ -71,7 +95,7 @@ PAPER: dict[str, str] = {
 # Where each benchmark of ACCURACY comes from.
 SOURCE: dict[str, str] = {
     "CIFAR-10 linear (solo-learn)": 'da Costa, Fini, Nabi, Sebe & Ricci 2022, "solo-learn: A Library of Self-supervised '
-                                    'Methods for Visual Representation Learning", JMLR (model zoo)',
+    'Methods for Visual Representation Learning", JMLR (model zoo)',
     "CIFAR-10 kNN (lightly)": 'Susmelj et al. 2020, "Lightly", the lightly library\'s CIFAR-10 benchmark (documentation)',
     "ImageNet linear (papers)": "each method's own paper (sslbook.references.PAPER)",
 }
@@ -85,42 +109,72 @@ _BT = 'Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via Redundan
 FIGURES: dict[str, dict] = {
     # Chapter 2. PASCAL VOC 2007 with an AlexNet pre-trained on ImageNet, then fine-tuned (mAP), as tabulated by
     # Gidaris et al. (their Table 7; the context-prediction entry is Krähenbühl et al.'s re-evaluation).
-    "voc07_cls_relative_position": dict(value=55.3, unit=" mAP", what="context prediction (Doersch et al.), VOC 2007 "
-                                        "classification, as re-evaluated by Krähenbühl et al. 2016", source=_GIDARIS),
-    "voc07_cls_jigsaw": dict(value=67.6, unit=" mAP", what="jigsaw (Noroozi & Favaro), VOC 2007 classification",
-                             source=_GIDARIS),
+    "voc07_cls_relative_position": dict(
+        value=55.3,
+        unit=" mAP",
+        what="context prediction (Doersch et al.), VOC 2007 classification, as re-evaluated by Krähenbühl et al. 2016",
+        source=_GIDARIS,
+    ),
+    "voc07_cls_jigsaw": dict(
+        value=67.6, unit=" mAP", what="jigsaw (Noroozi & Favaro), VOC 2007 classification", source=_GIDARIS
+    ),
     "voc07_cls_rotnet": dict(value=73.0, unit=" mAP", what="RotNet, VOC 2007 classification", source=_GIDARIS),
-    "voc07_cls_supervised": dict(value=79.9, unit=" mAP", what="ImageNet-supervised AlexNet, VOC 2007 classification",
-                                 source=_GIDARIS),
+    "voc07_cls_supervised": dict(
+        value=79.9, unit=" mAP", what="ImageNet-supervised AlexNet, VOC 2007 classification", source=_GIDARIS
+    ),
     "voc07_det_rotnet": dict(value=54.4, unit=" mAP", what="RotNet, VOC 2007 detection", source=_GIDARIS),
-    "voc07_det_supervised": dict(value=56.8, unit=" mAP", what="ImageNet-supervised AlexNet, VOC 2007 detection",
-                                 source=_GIDARIS),
-    "rotnet_cifar10_frozen": dict(value=89.06, unit="%", what="RotNet's network-in-network on CIFAR-10, non-linear "
-                                  "classifier on frozen conv-block-2 features", source=_GIDARIS),
-    "rotnet_cifar10_supervised": dict(value=92.80, unit="%", what="the same network-in-network trained with every "
-                                      "CIFAR-10 label", source=_GIDARIS),
+    "voc07_det_supervised": dict(
+        value=56.8, unit=" mAP", what="ImageNet-supervised AlexNet, VOC 2007 detection", source=_GIDARIS
+    ),
+    "rotnet_cifar10_frozen": dict(
+        value=89.06,
+        unit="%",
+        what="RotNet's network-in-network on CIFAR-10, non-linear classifier on frozen conv-block-2 features",
+        source=_GIDARIS,
+    ),
+    "rotnet_cifar10_supervised": dict(
+        value=92.80, unit="%", what="the same network-in-network trained with every CIFAR-10 label", source=_GIDARIS
+    ),
     # Chapter 4 (also chapter 10). ImageNet-1k, ViT-B/16 (the linear figure is ACCURACY's "ImageNet linear (papers)").
-    "mae_imagenet_finetuned": dict(value=83.6, unit="%", what="MAE ViT-B/16, ImageNet top-1 after fine-tuning",
-                                   source=_MAE),
-    "mae_mask_token_encoder_flops": dict(value=3.3, unit="×", what="MAE's encoder FLOPs with mask tokens in the encoder "
-                                         "against without (ViT-L, Table 1c)", source=_MAE),
+    "mae_imagenet_finetuned": dict(
+        value=83.6, unit="%", what="MAE ViT-B/16, ImageNet top-1 after fine-tuning", source=_MAE
+    ),
+    "mae_mask_token_encoder_flops": dict(
+        value=3.3,
+        unit="×",
+        what="MAE's encoder FLOPs with mask tokens in the encoder against without (ViT-L, Table 1c)",
+        source=_MAE,
+    ),
     # Chapter 9. ImageNet-1k, ViT-S/16 (the linear figure is ACCURACY's "ImageNet linear (papers)").
-    "dino_imagenet_knn": dict(value=74.5, unit="%", what="DINO ViT-S/16, ImageNet top-1 of a weighted kNN (k = 20)",
-                              source=_DINO),
+    "dino_imagenet_knn": dict(
+        value=74.5, unit="%", what="DINO ViT-S/16, ImageNet top-1 of a weighted kNN (k = 20)", source=_DINO
+    ),
     # Chapter 8: the paper's loss weight and projector width (hyper-parameters, quoted beside the book's).
-    "barlow_twins_lambda": dict(value=5e-3, unit="", what="Barlow Twins' weight λ of the off-diagonal sum, "
-                                "for its projector of width 8192", source=_BT),
-    "barlow_twins_width": dict(value=8192, unit="", what="Barlow Twins' projector width D in its main results",
-                               source=_BT),
+    "barlow_twins_lambda": dict(
+        value=5e-3,
+        unit="",
+        what="Barlow Twins' weight λ of the off-diagonal sum, for its projector of width 8192",
+        source=_BT,
+    ),
+    "barlow_twins_width": dict(
+        value=8192, unit="", what="Barlow Twins' projector width D in its main results", source=_BT
+    ),
 }
 
 # Published training costs, quoted as their sources give them.
 COST: list[dict] = [
-    dict(what="lightly's CIFAR-10 benchmark, each method 800 epochs (ResNet-18, batch 512)",
-         hardware="one RTX A6000", minutes=(331, 517), source="lightly benchmark"),
-    dict(what="a public SimCLR ResNet-18 run reaching 90% CIFAR-10 kNN top-1 in 500 epochs",
-         hardware="one A100", minutes=(100, 100),
-         source="an unattributed public report (a figure to beat, not a citable result: not verified here)"),
+    dict(
+        what="lightly's CIFAR-10 benchmark, each method 800 epochs (ResNet-18, batch 512)",
+        hardware="one RTX A6000",
+        minutes=(331, 517),
+        source="lightly benchmark",
+    ),
+    dict(
+        what="a public SimCLR ResNet-18 run reaching 90% CIFAR-10 kNN top-1 in 500 epochs",
+        hardware="one A100",
+        minutes=(100, 100),
+        source="an unattributed public report (a figure to beat, not a citable result: not verified here)",
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ does (Caron et al. 2021, ``utils.py``); the others are read one step at a time b
     >>> lr[step]                                  # the trainer, every step
     >>> cosine_momentum(step, total_steps, 0.996)  # BYOL, MoCo v3, DINO: from 0.996 up to 1
 """
+
 from __future__ import annotations
 
 import math
@@ -16,12 +17,18 @@ import math
 import torch
 
 
-def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0) -> torch.Tensor:
+def cosine_schedule(
+    base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0
+) -> torch.Tensor:
     """Linear warm-up from ``warmup_start`` to ``base``, then a cosine from ``base`` to ``final``: one float64
     value per step (length ``total_steps``)."""
     total_steps = max(int(total_steps), 1)
     warmup_steps = min(int(warmup_steps), total_steps)
-    warm = torch.linspace(warmup_start, base, warmup_steps + 1, dtype=torch.float64)[1:] if warmup_steps else torch.empty(0, dtype=torch.float64)
+    warm = (
+        torch.linspace(warmup_start, base, warmup_steps + 1, dtype=torch.float64)[1:]
+        if warmup_steps
+        else torch.empty(0, dtype=torch.float64)
+    )
     rest = total_steps - warmup_steps
     t = torch.arange(rest, dtype=torch.float64) / max(rest, 1)
     cos = final + 0.5 * (base - final) * (1 + torch.cos(math.pi * t))

@@ -26,6 +26,7 @@ The pieces are separate functions so that the speed benchmark (``python -m sslbo
 very same work: :func:`setup` (data, method, DDP, optimiser, batches, schedule) and :func:`train_step`
 (one optimiser step); :func:`run` adds epochs, checkpoints, resumption and evaluation around them.
 """
+
 from __future__ import annotations
 
 import math
@@ -128,17 +129,24 @@ def eval_sets(cfg: TrainConfig):
     return load_dataset(cfg.data, "train", **kwargs), load_dataset(cfg.data, "test", **kwargs)
 
 
-def evaluate_backbone(backbone, cfg: TrainConfig, protocols=None, train_set=None, test_set=None, progress=False) -> dict:
+def evaluate_backbone(
+    backbone, cfg: TrainConfig, protocols=None, train_set=None, test_set=None, progress=False
+) -> dict:
     """Run the config's evaluation protocols on ``backbone``; fractions in [0, 1]."""
     from sslbook.evaluation import evaluate
 
     if train_set is None or test_set is None:
         train_set, test_set = eval_sets(cfg)
     return evaluate(
-        backbone, train_set, test_set,
+        backbone,
+        train_set,
+        test_set,
         protocols=tuple(protocols or cfg.eval_protocols),
-        k=cfg.knn_k, temperature=cfg.knn_temperature,
-        linear_epochs=cfg.linear_epochs, batch_size=cfg.eval_batch_size, progress=progress,
+        k=cfg.knn_k,
+        temperature=cfg.knn_temperature,
+        linear_epochs=cfg.linear_epochs,
+        batch_size=cfg.eval_batch_size,
+        progress=progress,
     )
 
 
@@ -237,8 +245,10 @@ def choose_data_path(cfg: TrainConfig, train_set, device: torch.device) -> str:
                 f"from image files ({type(train_set).__name__}): use data_on='loader' or 'auto'"
             )
         if cfg.augment_on != "device":
-            raise ValueError("data_on='device' makes the views on the device: it needs augment_on='device', not "
-                             f"{cfg.augment_on!r} (views made in DataLoader workers need data_on='loader')")
+            raise ValueError(
+                "data_on='device' makes the views on the device: it needs augment_on='device', not "
+                f"{cfg.augment_on!r} (views made in DataLoader workers need data_on='loader')"
+            )
         return "device"
     if device.type != "cuda" or base is None or cfg.augment_on != "device":
         return "loader"
@@ -247,8 +257,15 @@ def choose_data_path(cfg: TrainConfig, train_set, device: torch.device) -> str:
     return "device" if nbytes <= DEVICE_DATA_FRACTION * free else "loader"
 
 
-def build_batches(cfg: TrainConfig, train_set, device: torch.device, rank: int = 0, world: int = 1, method=None,
-                  path: str | None = None):
+def build_batches(
+    cfg: TrainConfig,
+    train_set,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+    method=None,
+    path: str | None = None,
+):
     """This process's batches: ``(images, labels[, indices])`` per step, reshuffled by :func:`set_epoch`.
 
     Both paths give the same batches in the same order: DistributedSampler(shuffle, seed=cfg.seed,
@@ -259,17 +276,29 @@ def build_batches(cfg: TrainConfig, train_set, device: torch.device, rank: int =
     path = path or choose_data_path(cfg, train_set, device)
     if path == "device":
         base = _in_memory(train_set)
-        return DeviceBatches(base.images.to(device), base.labels.to(device), per_process, rank=rank, world=world,
-                             seed=cfg.seed, with_indices=isinstance(train_set, WithIndex))
+        return DeviceBatches(
+            base.images.to(device),
+            base.labels.to(device),
+            per_process,
+            rank=rank,
+            world=world,
+            seed=cfg.seed,
+            with_indices=isinstance(train_set, WithIndex),
+        )
     if cfg.augment_on == "loader" and method is None:
         raise ValueError("augment_on='loader' makes the views in DataLoader workers: build_batches needs the method")
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     workers = cfg.num_workers
     return DataLoader(
-        train_set, batch_size=per_process, sampler=sampler, drop_last=True,
-        num_workers=workers, pin_memory=device.type == "cuda",
+        train_set,
+        batch_size=per_process,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
         # workers live across epochs (no start-up cost per epoch), each keeping two batches ready
-        persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
         collate_fn=_ViewCollate(method) if cfg.augment_on == "loader" else None,
     )
 
@@ -334,9 +363,11 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
         train_set = load_dataset(cfg.data, pretrain_split(cfg.data), image_size=cfg.image_size, **cfg.data_kwargs)
     info = train_set.info
     if info.num_classes < 2:
-        raise DataError(f"the data set {cfg.data!r} has {info.num_classes} class{'es' if info.num_classes != 1 else ''} "
-                        f"({', '.join(map(str, info.classes)) or 'none'}): its evaluation (kNN, linear probe) needs at "
-                        "least 2, or every accuracy is 100% by construction")
+        raise DataError(
+            f"the data set {cfg.data!r} has {info.num_classes} class{'es' if info.num_classes != 1 else ''} "
+            f"({', '.join(map(str, info.classes)) or 'none'}): its evaluation (kNN, linear probe) needs at "
+            "least 2, or every accuracy is 100% by construction"
+        )
     method = build_method(cfg, info)
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
     needs_indices = bool(method.needs_indices)
@@ -359,12 +390,30 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
     # The linear scaling rule: lr = base_lr × batch / 256 (Goyal et al. 2017), batch = the global batch
     # (all processes together), so a recipe's rate does not depend on how many processes share it.
     lr = cfg.base_lr * cfg.batch_size / 256
-    lr_schedule = cosine_schedule(lr, lr * cfg.min_lr_ratio, total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch))
+    lr_schedule = cosine_schedule(
+        lr, lr * cfg.min_lr_ratio, total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch)
+    )
     optimizer = build_optimizer(cfg.optimizer, method, lr, cfg.weight_decay, cfg.momentum)
-    return TrainSetup(cfg, device, rank, world, train_set, info, method, model, optimizer, batches, path,
-                      steps_per_epoch, total_steps, lr, lr_schedule, needs_indices,
-                      use_amp=cfg.amp and device.type == "cuda",
-                      check_every=1 if device.type == "cpu" else max(1, cfg.log_every))
+    return TrainSetup(
+        cfg,
+        device,
+        rank,
+        world,
+        train_set,
+        info,
+        method,
+        model,
+        optimizer,
+        batches,
+        path,
+        steps_per_epoch,
+        total_steps,
+        lr,
+        lr_schedule,
+        needs_indices,
+        use_amp=cfg.amp and device.type == "cuda",
+        check_every=1 if device.type == "cpu" else max(1, cfg.log_every),
+    )
 
 
 class StepLog:
@@ -372,15 +421,21 @@ class StepLog:
     turned into logged floats (``history``) every ``log_every`` steps, one device sync each time."""
 
     def __init__(self, lr_schedule, check_every: int, log_every: int, ckpt_path=None, history: list | None = None):
-        self.lr_schedule, self.check_every, self.log_every, self.ckpt_path = lr_schedule, check_every, log_every, ckpt_path
+        self.lr_schedule, self.check_every, self.log_every, self.ckpt_path = (
+            lr_schedule,
+            check_every,
+            log_every,
+            ckpt_path,
+        )
         self.history = history if history is not None else []
         self.pending: list[tuple[int, torch.Tensor, dict]] = []
         self.saved_step: int | None = None  # the step of the last checkpoint written (None: none yet)
 
     def record(self, step: int, epoch: int, outputs: dict) -> None:
         """After the forward of ``step`` (0-based): keep its outputs; stop on a non-finite loss."""
-        self.pending.append((step, outputs["loss"].detach().float(),
-                             {k: v.detach().float() for k, v in outputs.items() if k != "loss"}))
+        self.pending.append(
+            (step, outputs["loss"].detach().float(), {k: v.detach().float() for k, v in outputs.items() if k != "loss"})
+        )
         if (step + 1) % self.check_every == 0:
             _check_finite(self.pending, epoch, self)
 
@@ -485,13 +540,16 @@ def _open_run_folder(cfg: TrainConfig, out: Path):
         if last.is_file() and not cfg.resume and not cfg.overwrite:
             try:
                 held = ckpt_io.load(last)
-                what = (f"a {held['config'].get('method')} run at epoch {held['epoch']}/{held['config'].get('epochs')}, "
-                        f"step {held['step']}")
+                what = (
+                    f"a {held['config'].get('method')} run at epoch {held['epoch']}/{held['config'].get('epochs')}, "
+                    f"step {held['step']}"
+                )
             except ckpt_io.CheckpointError:
                 what = "a checkpoint"
             raise ckpt_io.RunFolderError(
                 f"--out {out} already holds {what} (last.pt): add --resume to continue it, --overwrite to replace it, "
-                "or choose another --out folder")
+                "or choose another --out folder"
+            )
     except BaseException:
         lock.release()
         raise
@@ -522,9 +580,26 @@ def run(cfg: TrainConfig, callbacks=()) -> TrainResult:
 
 # Settings a resume may change: how long to train, how to feed and evaluate, where to log. Every other setting
 # defines the run (its data, model, optimiser, schedule shape, seed): a resume that changes one is refused.
-RESUME_MAY_CHANGE = ("epochs", "max_steps", "num_workers", "data_on", "compile", "progress", "out", "resume",
-                     "overwrite", "log_every", "checkpoint_every", "eval_protocols", "knn_k", "knn_temperature",
-                     "linear_epochs", "eval_batch_size", "monitor_every", "target_knn")
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "max_steps",
+    "num_workers",
+    "data_on",
+    "compile",
+    "progress",
+    "out",
+    "resume",
+    "overwrite",
+    "log_every",
+    "checkpoint_every",
+    "eval_protocols",
+    "knn_k",
+    "knn_temperature",
+    "linear_epochs",
+    "eval_batch_size",
+    "monitor_every",
+    "target_knn",
+)
 
 
 def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -> TrainResult:
@@ -556,9 +631,15 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
         resume_rng = state["rng"][s.rank] if isinstance(state["rng"], list) else state["rng"]
         ckpt_io.set_rng_state(resume_rng)
         if main:
-            print(f"resuming {cfg.method} from {out / 'last.pt'}: epoch {start_epoch}/{cfg.epochs}, step {step}"
-                  + (f" (changed: {', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changed.items())})" if changed else ""),
-                  file=sys.stderr)
+            print(
+                f"resuming {cfg.method} from {out / 'last.pt'}: epoch {start_epoch}/{cfg.epochs}, step {step}"
+                + (
+                    f" (changed: {', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changed.items())})"
+                    if changed
+                    else ""
+                ),
+                file=sys.stderr,
+            )
     elif cfg.resume and main:
         print(f"--resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
 
@@ -583,34 +664,66 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
         method_state, optimizer_state = method.state_dict(), optimizer.state_dict()
         bad = _first_nonfinite(method_state) or _first_nonfinite(optimizer_state.get("state", {}), "optimizer.")
         if bad:
-            where = (f"; the last finite checkpoint is {ckpt_path} (step {log.saved_step})" if log.saved_step is not None
-                     else "; no checkpoint was written")
+            where = (
+                f"; the last finite checkpoint is {ckpt_path} (step {log.saved_step})"
+                if log.saved_step is not None
+                else "; no checkpoint was written"
+            )
             raise NonFiniteLossError(
                 f"{bad} is not finite after step {step}: not saving it{where}. "
-                "Lower the learning rate, add --grad-clip, or check the input data.")
+                "Lower the learning rate, add --grad-clip, or check the input data."
+            )
         seconds = train_seconds + (time.perf_counter() - epoch_t0 if epoch_t0 is not None else 0.0)
-        state = dict(format=ckpt_io.FORMAT, version=__version__, config=cfg.to_dict(), info=_info_dict(info),
-                     method=method_state, optimizer=optimizer_state, epoch=epoch, step=step, rng=rng,
-                     history=history, metrics=metrics, train_seconds=seconds, monitor=monitor_log, changes=changes)
+        state = dict(
+            format=ckpt_io.FORMAT,
+            version=__version__,
+            config=cfg.to_dict(),
+            info=_info_dict(info),
+            method=method_state,
+            optimizer=optimizer_state,
+            epoch=epoch,
+            step=step,
+            rng=rng,
+            history=history,
+            metrics=metrics,
+            train_seconds=seconds,
+            monitor=monitor_log,
+            changes=changes,
+        )
         try:
             ckpt_io.save_atomic(state, ckpt_path)
         except OSError as e:
-            kept = (f"the previous checkpoint (step {log.saved_step}) is intact" if log.saved_step is not None
-                    else "no checkpoint was written")
-            raise ckpt_io.CheckpointError(f"cannot write {ckpt_path}: {e.strerror or e} ({type(e).__name__}); {kept}. "
-                                          "Free space or fix the folder, then run again with --resume") from e
+            kept = (
+                f"the previous checkpoint (step {log.saved_step}) is intact"
+                if log.saved_step is not None
+                else "no checkpoint was written"
+            )
+            raise ckpt_io.CheckpointError(
+                f"cannot write {ckpt_path}: {e.strerror or e} ({type(e).__name__}); {kept}. "
+                "Free space or fix the folder, then run again with --resume"
+            ) from e
         log.saved_step = step
         signals.where = f"; the checkpoint {ckpt_path} holds step {step} (continue with the same command and --resume)"
 
-    monitor = _Monitor(cfg) if cfg.monitor_knn > 0 and main and start_epoch < cfg.epochs and step < total_steps else None
+    monitor = (
+        _Monitor(cfg) if cfg.monitor_knn > 0 and main and start_epoch < cfg.epochs and step < total_steps else None
+    )
 
     def watch(epoch: int) -> None:
         # every monitor_every epochs, and after the last one
         if monitor is not None and (epoch % cfg.monitor_every == 0 or epoch >= cfg.epochs or step >= total_steps):
             t = time.perf_counter()
             knn = monitor(method.backbone)
-            monitor_log.append(dict(epoch=epoch, step=step, images=step * cfg.batch_size, train_seconds=train_seconds,
-                                    knn_top1=knn, eval_seconds=time.perf_counter() - t))
+            monitor_log.append(
+                dict(
+                    epoch=epoch,
+                    step=step,
+                    images=step * cfg.batch_size,
+                    train_seconds=train_seconds,
+                    knn_top1=knn,
+                    eval_seconds=time.perf_counter() - t,
+                )
+            )
 
     def reached() -> bool:
         # a speed run stops once the monitor reads its target: rank 0 (which alone monitors) decides for all
@@ -634,8 +747,14 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
         s.set_epoch(epoch)
         s.model.train()
         in_epoch = steps_per_epoch if epoch > start_epoch else steps_per_epoch - skip
-        bar = tqdm(total=min(in_epoch, total_steps - step), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (main and cfg.progress), file=sys.stderr, mininterval=1.0, leave=True)
+        bar = tqdm(
+            total=min(in_epoch, total_steps - step),
+            desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (main and cfg.progress),
+            file=sys.stderr,
+            mininterval=1.0,
+            leave=True,
+        )
         batches = iter(s.batches)  # starting the iteration draws its seed from the global RNG, as before the stop
         if epoch == start_epoch and skip > 0:
             for _ in range(skip):  # the same shuffled order: pass the batches already trained on
@@ -650,21 +769,33 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
             step += 1
             seen += cfg.batch_size
             if step % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", img_s=f"{seen / (time.perf_counter() - epoch_t0):.0f}")
+                bar.set_postfix(
+                    loss=f"{history[-1]['loss']:.4f}", img_s=f"{seen / (time.perf_counter() - epoch_t0):.0f}"
+                )
             bar.update(1)
             interrupted = stop_requested()
-            if interrupted or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-                               and step % steps_per_epoch and step < total_steps):
+            if interrupted or (
+                cfg.checkpoint_every
+                and step % cfg.checkpoint_every == 0
+                and step % steps_per_epoch
+                and step < total_steps
+            ):
                 log.flush(epoch, extra)
                 save(epoch)
             if interrupted:
                 signals.in_loop = False
                 bar.close()
                 signum = signals.signum or signal.SIGTERM
-                where = (f"the checkpoint {ckpt_path} holds step {step}; continue with the same command and --resume"
-                         if ckpt_path is not None else "no --out folder was given, so nothing was saved")
-                raise RunInterrupted(f"{signal.Signals(signum).name}: stopped {cfg.method} at step {step} "
-                                     f"(epoch {epoch + 1}/{cfg.epochs}); {where}", signum)
+                where = (
+                    f"the checkpoint {ckpt_path} holds step {step}; continue with the same command and --resume"
+                    if ckpt_path is not None
+                    else "no --out folder was given, so nothing was saved"
+                )
+                raise RunInterrupted(
+                    f"{signal.Signals(signum).name}: stopped {cfg.method} at step {step} "
+                    f"(epoch {epoch + 1}/{cfg.epochs}); {where}",
+                    signum,
+                )
         signals.in_loop = False
         log.end_epoch(epoch)
         bar.close()
@@ -678,13 +809,17 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
         stopped = reached()
         if stopped and main:
             m = monitor_log[-1]
-            print(f"{cfg.method}: kNN top-1 {m['knn_top1']:.4f} >= target {cfg.target_knn} after epoch {done_epochs}, "
-                  f"{m['train_seconds']:.1f} s of training: stopping", file=sys.stderr)
+            print(
+                f"{cfg.method}: kNN top-1 {m['knn_top1']:.4f} >= target {cfg.target_knn} after epoch {done_epochs}, "
+                f"{m['train_seconds']:.1f} s of training: stopping",
+                file=sys.stderr,
+            )
 
     # A finished run whose checkpoint holds metrics of the same evaluation settings is not evaluated again
     # (the same decision on every process, since each loaded the same checkpoint).
     finished_before = (skip == 0 and start_epoch >= min(cfg.epochs, math.ceil(total_steps / steps_per_epoch))) or (
-        stopped and done_epochs == start_epoch)
+        stopped and done_epochs == start_epoch
+    )
     reuse = bool(metrics) and finished_before
     if reuse and main:
         print(f"{cfg.method}: the checkpoint is finished and evaluated; reusing its metrics", file=sys.stderr)
@@ -730,8 +865,11 @@ def _check_finite(pending, epoch, log: StepLog) -> None:
     if bad.any():
         i = int(bad.nonzero()[0])
         step, value = pending[i][0] + 1, float(losses[i])  # 1-based, as the history's "step"
-        where = (f"; the last good checkpoint is {log.ckpt_path} (step {log.saved_step}, every tensor finite)"
-                 if log.ckpt_path is not None and log.saved_step is not None else "")
+        where = (
+            f"; the last good checkpoint is {log.ckpt_path} (step {log.saved_step}, every tensor finite)"
+            if log.ckpt_path is not None and log.saved_step is not None
+            else ""
+        )
         raise NonFiniteLossError(
             f"loss is {value} at step {step} (epoch {epoch + 1}); stopping the run{where}. "
             "Lower the learning rate, add --grad-clip, or check the input data."
@@ -752,8 +890,9 @@ def _flush(pending, epoch, lr_schedule, extra, log: StepLog) -> list[dict]:
 
 
 def _info_dict(info: DataInfo) -> dict:
-    return dict(name=info.name, classes=list(info.classes), image_size=info.image_size,
-                mean=list(info.mean), std=list(info.std))
+    return dict(
+        name=info.name, classes=list(info.classes), image_size=info.image_size, mean=list(info.mean), std=list(info.std)
+    )
 
 
 _EVAL_KEYS = ("data", "eval_protocols", "knn_k", "knn_temperature", "linear_epochs", "image_size", "data_kwargs")
@@ -768,7 +907,9 @@ def _same_evaluation(saved: dict, cfg: TrainConfig) -> bool:
 def _check_resumable(saved: dict, cfg: TrainConfig) -> dict:
     """Refuse a resume that changes a setting defining the run; return what it changes of the others
     (``{key: [old, new]}``), which the checkpoint keeps in its ``changes`` history."""
-    before = TrainConfig.from_dict(saved).to_dict()  # a checkpoint of an older sslbook: its missing keys at their defaults
+    before = TrainConfig.from_dict(
+        saved
+    ).to_dict()  # a checkpoint of an older sslbook: its missing keys at their defaults
     now = cfg.to_dict()
     differs = {k: [before[k], now[k]] for k in now if _plain(before.get(k)) != _plain(now[k])}
     refused = [k for k in differs if k not in RESUME_MAY_CHANGE]
@@ -778,7 +919,8 @@ def _check_resumable(saved: dict, cfg: TrainConfig) -> dict:
         raise ConfigError(
             f"--resume: the run in {cfg.out} was trained with {k}={before[k]!r}, this run asks for {k}={now[k]!r}{others}; "
             "a resume may change only how long it trains and how it is evaluated. Use the run's settings, another "
-            "--out folder, or --overwrite to start afresh")
+            "--out folder, or --overwrite to start afresh"
+        )
     return {k: v for k, v in differs.items() if k not in ("resume", "overwrite", "progress")}
 
 
@@ -799,5 +941,13 @@ def load_trained(path, device="cpu") -> TrainResult:
     info = DataInfo(i["name"], list(i["classes"]), i["image_size"], tuple(i["mean"]), tuple(i["std"]))
     method = build_method(cfg, info)
     method.load_state_dict(state["method"])
-    return TrainResult(method.to(device).eval(), cfg, list(state["history"]), dict(state["metrics"]), Path(path),
-                       float(state.get("train_seconds", 0.0)), int(state["step"]), list(state.get("monitor", [])))
+    return TrainResult(
+        method.to(device).eval(),
+        cfg,
+        list(state["history"]),
+        dict(state["metrics"]),
+        Path(path),
+        float(state.get("train_seconds", 0.0)),
+        int(state["step"]),
+        list(state.get("monitor", [])),
+    )

@@ -15,7 +15,13 @@ def shapes_root(tmp_path_factory):
 def small(shapes_root):
     """Overrides for a fast training run on a small shapes set."""
     return dict(
-        preset="tiny", data="shapes", backbone="convnet_small", batch_size=64, epochs=2,
+        preset="tiny",
+        data="shapes",
+        backbone="convnet_small",
+        batch_size=64,
+        epochs=2,
         data_kwargs=dict(n_train=256, n_test=128, root=str(shapes_root)),
-        eval_protocols=("knn",), progress=False, num_workers=0,
+        eval_protocols=("knn",),
+        progress=False,
+        num_workers=0,
     )

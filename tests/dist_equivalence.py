@@ -5,6 +5,7 @@ DDP-wrapped, BatchNorm converted as the trainer converts it); tests/test_distrib
 case in one process on the whole batch and compares the two. Both import this module, so the batch,
 the models and the step are the same code.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,9 +45,20 @@ CASES = {
 
 def config(case: str):
     name, sync_bn, _ = CASES[case]
-    return resolve(name, "tiny", backbone="convnet_small", image_size=IMAGE_SIZE, batch_size=BATCH, optimizer="sgd",
-                   base_lr=BASE_LR, weight_decay=1e-4, momentum=0.9, warmup_epochs=0, sync_bn=sync_bn,
-                   method_kwargs=_SMALL[name])
+    return resolve(
+        name,
+        "tiny",
+        backbone="convnet_small",
+        image_size=IMAGE_SIZE,
+        batch_size=BATCH,
+        optimizer="sgd",
+        base_lr=BASE_LR,
+        weight_decay=1e-4,
+        momentum=0.9,
+        warmup_epochs=0,
+        sync_bn=sync_bn,
+        method_kwargs=_SMALL[name],
+    )
 
 
 def build(case: str):

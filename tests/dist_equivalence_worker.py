@@ -9,6 +9,7 @@
 
 Writes what it measured to OUT/equivalence_rank{R}.json; the test asserts on those files.
 """
+
 import json
 import sys
 from pathlib import Path
@@ -44,10 +45,13 @@ for case in E.CASES:
     views, labels = E.batch(method)  # the whole global batch, the same on both processes …
     views, labels = E.share(views, labels, rank)  # … of which this process takes its rows
     model = dist.wrap_ddp(method, device, sync_bn=cfg.sync_bn)  # as the trainer wraps it
-    result["bn_types"][case] = sorted({type(m).__name__ for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)})
+    result["bn_types"][case] = sorted(
+        {type(m).__name__ for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    )
     if hasattr(method, "encoder_k"):
-        result["bn_types"][case + ".encoder_k"] = sorted({type(m).__name__ for m in method.encoder_k.modules()
-                                                          if isinstance(m, nn.modules.batchnorm._BatchNorm)})
+        result["bn_types"][case + ".encoder_k"] = sorted(
+            {type(m).__name__ for m in method.encoder_k.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        )
     saved = losses_mod._gather
     if case == "simclr_negatives_without_grad":
         losses_mod._gather = _gather_without_grad_from_others
@@ -103,20 +107,32 @@ class IndexRecorder(Method):
 
 
 register("index_recorder", IndexRecorder)
-common = dict(preset="tiny", data="shapes", backbone="convnet_small", optimizer="sgd", base_lr=0.32, warmup_epochs=0,
-              data_kwargs=dict(n_train=64, n_test=32, root=data_root), eval_protocols=(), monitor_knn=0,
-              progress=False, log_every=1)
+common = dict(
+    preset="tiny",
+    data="shapes",
+    backbone="convnet_small",
+    optimizer="sgd",
+    base_lr=0.32,
+    warmup_epochs=0,
+    data_kwargs=dict(n_train=64, n_test=32, root=data_root),
+    eval_protocols=(),
+    monitor_knn=0,
+    progress=False,
+    log_every=1,
+)
 epoch_ends: list[int] = []
-res = train("index_recorder", batch_size=16, epochs=2, callbacks=(lambda epoch, m, h: epoch_ends.append(len(m.seen)),),
-            **common)
+res = train(
+    "index_recorder", batch_size=16, epochs=2, callbacks=(lambda epoch, m, h: epoch_ends.append(len(m.seen)),), **common
+)
 seen = res.method.seen
 result["epochs"] = [sum(seen[a:b], []) for a, b in zip([0, *epoch_ends[:-1]], epoch_ends)]
 result["first_lr"] = res.history[0]["lr"]
 result["steps"] = res.steps
 # a kNN target met at the initialisation: only rank 0 monitors, and its decision stops both processes
 hit = train("index_recorder", batch_size=16, epochs=2, **{**common, "monitor_knn": 32, "target_knn": 0.0})
-result["target"] = dict(steps=hit.steps, monitor_epochs=[m["epoch"] for m in hit.monitor],
-                        reached=hit.target_reached is not None)
+result["target"] = dict(
+    steps=hit.steps, monitor_epochs=[m["epoch"] for m in hit.monitor], reached=hit.target_reached is not None
+)
 try:
     train("index_recorder", batch_size=15, epochs=1, **common)
     result["odd_batch_error"] = None

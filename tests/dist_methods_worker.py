@@ -4,6 +4,7 @@ trains a few steps through the trainer with DDP, each process on its half of the
 Writes OUT/methods_rank{R}.json: per method, None if it trained, else the error; and a checksum of its
 state after training (DDP keeps the replicas equal: the test compares the two ranks).
 """
+
 import json
 import sys
 import traceback
@@ -20,13 +21,22 @@ device = dist.init()
 rank = dist.rank()
 result = {"rank": rank, "world": dist.world_size(), "errors": {}, "checksums": {}, "moved": {}, "steps": {}}
 # the tiny recipe (its backbone, views and heads) on 64 small generated images, global batch 16
-kw = dict(batch_size=16, progress=False, eval_protocols=(), monitor_knn=0, data_kwargs=dict(n_train=64, n_test=32, root=data_root))
+kw = dict(
+    batch_size=16,
+    progress=False,
+    eval_protocols=(),
+    monitor_knn=0,
+    data_kwargs=dict(n_train=64, n_test=32, root=data_root),
+)
 
 
 def checksums(method) -> dict[str, float]:
     # every floating-point entry of the state but BN's running statistics (per process by design)
-    return {k: float(v.double().sum()) for k, v in method.state_dict().items()
-            if v.is_floating_point() and not E.is_bn_statistic(k)}
+    return {
+        k: float(v.double().sum())
+        for k, v in method.state_dict().items()
+        if v.is_floating_point() and not E.is_bn_statistic(k)
+    }
 
 
 for name in list_methods():

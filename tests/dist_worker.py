@@ -2,6 +2,7 @@
 
 Writes what it measured to OUT/rank{R}.json; the test asserts on those files.
 """
+
 import json
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ weights = torch.arange(4.0 * world)
 (gathered * weights).sum().backward()
 result["gathered"] = gathered.tolist()
 # every process's loss uses this process's slice with the same weights: the gradient is world × slice
-result["grad_ok"] = torch.allclose(x.grad, world * weights[4 * rank: 4 * rank + 4])
+result["grad_ok"] = torch.allclose(x.grad, world * weights[4 * rank : 4 * rank + 4])
 
 # 2. A DDP step on half the batch per process equals one step on the whole batch in one process.
 torch.manual_seed(0)
@@ -92,9 +93,19 @@ result["barlow_grad_diff"] = float((b1.grad / world - full_b1.grad[rows]).abs().
 # 4. The sslbook trainer, unchanged, under torchrun: same weights everywhere, rank-0 checkpoint.
 from sslbook.trainer import train  # noqa: E402
 
-res = train("supervised", preset="tiny", data="shapes", backbone="convnet_small", batch_size=64, epochs=1,
-            max_steps=3, data_kwargs=dict(n_train=256, n_test=128, root=data_root), eval_protocols=("knn",),
-            progress=False, out=str(out_dir / "run"))
+res = train(
+    "supervised",
+    preset="tiny",
+    data="shapes",
+    backbone="convnet_small",
+    batch_size=64,
+    epochs=1,
+    max_steps=3,
+    data_kwargs=dict(n_train=256, n_test=128, root=data_root),
+    eval_protocols=("knn",),
+    progress=False,
+    out=str(out_dir / "run"),
+)
 flat = torch.cat([p.detach().flatten() for p in res.method.parameters()])
 result["param_checksum"] = float(flat.double().sum())
 result["steps"] = [h["step"] for h in res.history]

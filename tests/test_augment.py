@@ -1,4 +1,5 @@
 """Batched augmentations: shapes, ranges, per-sample randomness, reproducibility."""
+
 import torch
 
 from sslbook import augment as A

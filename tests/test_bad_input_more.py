@@ -1,6 +1,7 @@
 """Bad input the issues name that the method tests did not cover: temperatures ≤ 0 at the losses, image
 sizes a method cannot mask or decode (with the size it needs), grayscale and corrupt video frames, and
 ``eval --download`` fetching before it reads."""
+
 import numpy as np
 import pytest
 import torch
@@ -64,8 +65,9 @@ def _video_folder(root, grey=False, videos=2, frames=3, size=20):
 def test_video_colorization_trains_on_a_folder_of_real_frames(tmp_path):
     folder = _video_folder(tmp_path / "videos")
     torch.manual_seed(0)
-    m = get_method("video_colorization")(build_backbone("convnet_small", INFO), INFO, 32, video_size=32, clip_batch=3,
-                                         video_folder=str(folder))
+    m = get_method("video_colorization")(
+        build_backbone("convnet_small", INFO), INFO, 32, video_size=32, clip_batch=3, video_folder=str(folder)
+    )
     views = m.make_views(torch.rand(3, 3, 32, 32), None)
     assert views[0].shape == (3, 2, 3, 32, 32)  # 3 clips of a reference and a target frame from the folder
     out = m(views, None)
@@ -75,8 +77,9 @@ def test_video_colorization_trains_on_a_folder_of_real_frames(tmp_path):
 
 def test_video_colorization_refuses_grayscale_video(tmp_path):
     folder = _video_folder(tmp_path / "grey", grey=True)
-    m = get_method("video_colorization")(build_backbone("convnet_small", INFO), INFO, 32, video_size=32, clip_batch=2,
-                                         video_folder=str(folder))
+    m = get_method("video_colorization")(
+        build_backbone("convnet_small", INFO), INFO, 32, video_size=32, clip_batch=2, video_folder=str(folder)
+    )
     with pytest.raises(ValueError, match="video_colorization is a colorization method and needs colour images"):
         m.make_views(torch.rand(2, 3, 32, 32), None)
 
@@ -99,8 +102,17 @@ def test_eval_download_fetches_before_it_reads(tmp_path, monkeypatch, capsys):
     import sslbook.trainer as trainer
     from sslbook.cli import main
 
-    trainer.train("supervised", out=str(tmp_path / "run"), preset="tiny", backbone="convnet_small", batch_size=32, epochs=0,
-                  data_kwargs=dict(n_train=64, n_test=32, root=str(tmp_path / "data")), eval_protocols=("knn",), progress=False)
+    trainer.train(
+        "supervised",
+        out=str(tmp_path / "run"),
+        preset="tiny",
+        backbone="convnet_small",
+        batch_size=32,
+        epochs=0,
+        data_kwargs=dict(n_train=64, n_test=32, root=str(tmp_path / "data")),
+        eval_protocols=("knn",),
+        progress=False,
+    )
     events = []
     real_eval_sets = trainer.eval_sets
 

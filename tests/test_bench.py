@@ -1,5 +1,6 @@
 """Full-scale speed machinery: the device data path, torch.compile, LARS on foreach ops, the bench command
 and the peer comparison (CI-sized: tiny backbone, batch and step counts on the CPU; no speed is asserted)."""
+
 import importlib.util
 import json
 import math
@@ -48,7 +49,9 @@ def test_device_batches_equal_the_dataloader_path(world, with_index):
         assert not torch.equal(a[0][0][0], a[1][0][0])  # a new epoch is shuffled anew
         if torch.cuda.is_available():  # on a GPU machine: the images on the GPU, the same batches
             on_gpu = _epochs(build_batches(cfg, data, torch.device("cuda"), rank, world, path="device"))
-            assert all(torch.equal(x.cpu(), y) for ea, eb in zip(on_gpu, b) for ba, bb in zip(ea, eb) for x, y in zip(ba, bb))
+            assert all(
+                torch.equal(x.cpu(), y) for ea, eb in zip(on_gpu, b) for ba, bb in zip(ea, eb) for x, y in zip(ba, bb)
+            )
     if world == 2:  # the two processes see disjoint images
         first = [build_batches(cfg, WithIndex(random_dataset(203, 8, 3)), CPU, r, 2, path="device") for r in (0, 1)]
         seen = [torch.cat([b[2] for b in batches]) for batches in first]
@@ -64,7 +67,9 @@ def test_training_on_either_data_path_gives_the_same_weights(small, method, monk
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # on a GPU machine: bitwise-repeatable kernels
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     kw = dict(small, epochs=2, batch_size=32, eval_protocols=("knn",))
-    extra = dict(method_kwargs=dict(bank_size=256, num_negatives=64)) if method == "instdisc" else {}  # a method with indices
+    extra = (
+        dict(method_kwargs=dict(bank_size=256, num_negatives=64)) if method == "instdisc" else {}
+    )  # a method with indices
     on_device = train(method, data_on="device", **kw, **extra)
     on_loader = train(method, data_on="loader", **kw, **extra)
     assert on_device.steps == on_loader.steps == 2 * (256 // 32)
@@ -104,7 +109,9 @@ def _reference_lars_step(opt):
             d = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad.clone()
             if not group["lars_exclude"]:
                 w_norm, d_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
-                trust = torch.where((w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, torch.ones_like(w_norm))
+                trust = torch.where(
+                    (w_norm > 0) & (d_norm > 0), group["eta"] * w_norm / d_norm, torch.ones_like(w_norm)
+                )
                 d.mul_(trust)
             buf = opt.state[p].get("momentum_buffer")
             if buf is None:
@@ -128,8 +135,10 @@ def test_lars_foreach_step_equals_the_per_parameter_formula():
     unused = torch.nn.Parameter(torch.randn(3, generator=g))  # never gets a gradient: left alone
 
     def groups(ps, extra):
-        return [dict(params=[ps[0], ps[1], ps[3]], weight_decay=1e-2, lars_exclude=False),
-                dict(params=[ps[2], extra], weight_decay=0.0, lars_exclude=True)]
+        return [
+            dict(params=[ps[0], ps[1], ps[3]], weight_decay=1e-2, lars_exclude=False),
+            dict(params=[ps[2], extra], weight_decay=0.0, lars_exclude=True),
+        ]
 
     opt_a = LARS(groups(a, unused), lr=0.3, momentum=0.9)
     ref_unused = torch.nn.Parameter(unused.detach().clone())
@@ -143,7 +152,9 @@ def test_lars_foreach_step_equals_the_per_parameter_formula():
     for p, q in zip(a, b):
         assert not torch.equal(p, torch.zeros_like(p))
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(opt_a.state[p]["momentum_buffer"], opt_b.state[q]["momentum_buffer"], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            opt_a.state[p]["momentum_buffer"], opt_b.state[q]["momentum_buffer"], rtol=1e-6, atol=1e-7
+        )
     assert torch.equal(unused, ref_unused) and unused not in opt_a.state
     assert a[3].abs().sum() > 0  # the zero weight moved by a plain (trust 1) step
 
@@ -186,14 +197,37 @@ def _finite_positive(*xs):
 def test_cli_bench_prints_a_table_and_a_json_line(capsys):
     from sslbook.cli import main
 
-    assert main(["bench", "simclr", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--backbone", "convnet_small",
-                 "--data", "random", "--images", "96", "--batch-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "simclr",
+                "--preset",
+                "tiny",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--backbone",
+                "convnet_small",
+                "--data",
+                "random",
+                "--images",
+                "96",
+                "--batch-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     r = json.loads(out[-1])
     table = "\n".join(out[:-1])
     assert hardware() in table and "images / s" in table and "MFU" in table
     assert r["method"] == "simclr" and r["steps"] == 2 and r["batch_size"] == 32
-    assert _finite_positive(r["images_per_s"], r["seconds_per_epoch"], r["flops_per_step"], r["achieved_tflops"], r["step_ms"])
+    assert _finite_positive(
+        r["images_per_s"], r["seconds_per_epoch"], r["flops_per_step"], r["achieved_tflops"], r["step_ms"]
+    )
     assert r["seconds_per_epoch"] == pytest.approx(50000 / r["images_per_s"])
     if torch.cuda.is_available():  # auto: 96 small images fit on the GPU; bf16 autocast; memory measured
         assert r["data_path"] == "device" and r["amp"] and _finite_positive(r["peak_memory_gib"])
@@ -209,8 +243,31 @@ def test_bench_times_the_speedrun_recipe(capsys):
     measures it on random images of that shape; a CPU-sized form here, the GPU figure in gpu_check.sh."""
     from sslbook.cli import main
 
-    assert main(["bench", "simclr", "--preset", "speedrun", "--steps", "2", "--warmup", "1", "--backbone",
-                 "convnet_small", "--data", "random", "--images", "64", "--batch-size", "16", "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "simclr",
+                "--preset",
+                "speedrun",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--backbone",
+                "convnet_small",
+                "--data",
+                "random",
+                "--images",
+                "64",
+                "--batch-size",
+                "16",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (r["preset"], r["image_size"], r["batch_size"], r["data"]) == ("speedrun", 32, 16, "random")
     assert _finite_positive(r["images_per_s"], r["seconds_per_epoch"])
@@ -220,8 +277,18 @@ def test_bench_times_the_speedrun_recipe(capsys):
 def test_bench_on_the_device_path_counts_the_flops_of_a_step():
     from sslbook.benchmarks import bench
 
-    r = bench("supervised", "tiny", steps=1, warmup=0, batch_size=16, backbone="convnet_small", data="random",
-              images=32, data_on="device", verbose=False)
+    r = bench(
+        "supervised",
+        "tiny",
+        steps=1,
+        warmup=0,
+        batch_size=16,
+        backbone="convnet_small",
+        data="random",
+        images=32,
+        data_on="device",
+        verbose=False,
+    )
     assert r["data_path"] == "device" and _finite_positive(r["images_per_s"], r["flops_per_step"])
     # a linear classifier on 128 features for 10 classes, batch 16: 2·16·128·10 FLOPs forward, twice that
     # backward (gradients of its input and its weight); the convolutions make up the rest
@@ -240,8 +307,26 @@ def _peer_module():
 
 def test_peer_comparison_runs_both_pipelines(capsys):
     peer = _peer_module()
-    r = peer.main(["--method", "simclr", "--backbone", "convnet_small", "--batch-size", "16", "--steps", "2",
-                   "--warmup", "1", "--data", "random", "--images", "48", "--workers", "0"])
+    r = peer.main(
+        [
+            "--method",
+            "simclr",
+            "--backbone",
+            "convnet_small",
+            "--batch-size",
+            "16",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--data",
+            "random",
+            "--images",
+            "48",
+            "--workers",
+            "0",
+        ]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert json.loads(out[-1])["rows"][0]["method"] == "simclr"
     assert hardware() in "\n".join(out) and "random uint8 images" in "\n".join(out)
@@ -256,8 +341,11 @@ def test_the_package_never_imports_the_peer_library():
     package = Path(__file__).resolve().parents[1] / "sslbook"
     files = list(package.rglob("*.py"))
     assert len(files) > 20
-    offenders = [str(f) for f in files if any(line.strip().startswith(("import lightly", "from lightly"))
-                                              for line in f.read_text().splitlines())]
+    offenders = [
+        str(f)
+        for f in files
+        if any(line.strip().startswith(("import lightly", "from lightly")) for line in f.read_text().splitlines())
+    ]
     assert offenders == []
 
 
@@ -291,8 +379,18 @@ def test_the_speed_run_trains_end_to_end_on_noise_of_cifars_shape(tmp_path, caps
     tr, te = load_dataset("random", "train", n_train=40), load_dataset("random", "test", n_test=20)
     assert (len(tr), len(te), tr[0][0].shape, tr[0][0].dtype) == (40, 20, (3, 32, 32), torch.uint8)
     assert not torch.equal(tr[0][0], te[0][0])  # other images for the test split
-    run = train("simclr", "speedrun", data="random", data_kwargs=dict(n_train=64, n_test=32), backbone="convnet_small",
-                batch_size=16, epochs=2, num_workers=0, progress=False, out=str(tmp_path))
+    run = train(
+        "simclr",
+        "speedrun",
+        data="random",
+        data_kwargs=dict(n_train=64, n_test=32),
+        backbone="convnet_small",
+        batch_size=16,
+        epochs=2,
+        num_workers=0,
+        progress=False,
+        out=str(tmp_path),
+    )
     assert run.config.target_knn == 0.9 and run.target_reached is None  # noise: nothing to find
     assert [m["epoch"] for m in run.monitor] == [0, 2]  # every 10 epochs, and after the last
     assert run.steps == 2 * 64 // 16 and run.train_seconds > 0

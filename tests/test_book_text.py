@@ -8,6 +8,7 @@
   entry there is shown by some chapter.
 - Every author-year citation of a chapter has an entry in the bibliography page.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,14 +63,21 @@ def making_of(text: str) -> list[str]:
     for what, pattern in FORBIDDEN.items():
         for m in re.finditer(pattern, text, flags=re.IGNORECASE):
             end = text.find("\n", m.end())
-            line = text[text.rfind("\n", 0, m.start()) + 1:end if end >= 0 else len(text)]
+            line = text[text.rfind("\n", 0, m.start()) + 1 : end if end >= 0 else len(text)]
             found.append(f"{what}: {line.strip()[:160]}")
     return found
 
 
 def test_the_check_catches_the_phrases_it_is_meant_to():
-    for phrase in ["The seed article notes", "as in the lecture", "(from ARC.md)", "targets (issue 7)",
-                   "the session that wrote this chapter had no GPU", "the seed notes mention", "Issue 7's speed run"]:
+    for phrase in [
+        "The seed article notes",
+        "as in the lecture",
+        "(from ARC.md)",
+        "targets (issue 7)",
+        "the session that wrote this chapter had no GPU",
+        "the seed notes mention",
+        "Issue 7's speed run",
+    ]:
         assert making_of(phrase), phrase
     assert not making_of("Chen et al. 2020 compare the three mechanisms; the loss is InfoNCE.")
 
@@ -104,9 +112,22 @@ def test_every_chapter_reference_exists(name):
 
 # The chapter of each method, as the book's chapter files define it (chapter 10 lists them too).
 METHOD_CHAPTER = {
-    "RotNet": 2, "jigsaw": 2, "relative position": 2, "context encoder": 3, "split-brain": 3,
-    "video colorization": 3, "MAE": 4, "SimCLR": 5, "InstDisc": 6, "PIRL": 6, "MoCo": 6, "CPC": 7,
-    "BYOL": 8, "SimSiam": 8, "Barlow Twins": 8, "DINO": 9,
+    "RotNet": 2,
+    "jigsaw": 2,
+    "relative position": 2,
+    "context encoder": 3,
+    "split-brain": 3,
+    "video colorization": 3,
+    "MAE": 4,
+    "SimCLR": 5,
+    "InstDisc": 6,
+    "PIRL": 6,
+    "MoCo": 6,
+    "CPC": 7,
+    "BYOL": 8,
+    "SimSiam": 8,
+    "Barlow Twins": 8,
+    "DINO": 9,
 }
 
 
@@ -145,11 +166,26 @@ def test_method_chapter_table_matches_the_chapters():
     comparison = next(p for p in CHAPTERS if p.name.startswith("10_"))
     book = re.findall(r'\((\d+), "(\w+)", "', "\n".join(src for _, src in cells(comparison)))
     assert book, "chapter 10 no longer lists the book's methods as (chapter, method, family)"
-    names = {"rotnet": "RotNet", "jigsaw": "jigsaw", "relative_position": "relative position",
-             "context_encoder": "context encoder", "split_brain": "split-brain",
-             "video_colorization": "video colorization", "mae": "MAE", "simclr": "SimCLR", "instdisc": "InstDisc",
-             "pirl": "PIRL", "moco_v1": "MoCo", "moco_v2": "MoCo", "moco_v3": "MoCo", "cpc": "CPC", "byol": "BYOL",
-             "simsiam": "SimSiam", "barlow_twins": "Barlow Twins", "dino": "DINO"}
+    names = {
+        "rotnet": "RotNet",
+        "jigsaw": "jigsaw",
+        "relative_position": "relative position",
+        "context_encoder": "context encoder",
+        "split_brain": "split-brain",
+        "video_colorization": "video colorization",
+        "mae": "MAE",
+        "simclr": "SimCLR",
+        "instdisc": "InstDisc",
+        "pirl": "PIRL",
+        "moco_v1": "MoCo",
+        "moco_v2": "MoCo",
+        "moco_v3": "MoCo",
+        "cpc": "CPC",
+        "byol": "BYOL",
+        "simsiam": "SimSiam",
+        "barlow_twins": "Barlow Twins",
+        "dino": "DINO",
+    }
     for n, method in book:
         assert METHOD_CHAPTER[names[method]] == int(n), (method, n)
 
@@ -177,20 +213,25 @@ def published_values() -> set[str]:
     values = [v for table in references.ACCURACY.values() for v in table.values()]
     values += [f["value"] for f in references.FIGURES.values()]
     # the accuracies and scores: numbers with a decimal point, printed as the sources give them
-    return {f"{v:.1f}" for v in values if isinstance(v, float) and v >= 10} | \
-           {f"{v}" for v in values if isinstance(v, float) and v >= 10}
+    return {f"{v:.1f}" for v in values if isinstance(v, float) and v >= 10} | {
+        f"{v}" for v in values if isinstance(v, float) and v >= 10
+    }
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_no_published_number_typed_into_markdown(path):
     text = markdown(path)
     typed = sorted(v for v in published_values() if re.search(rf"(?<![\d.]){re.escape(v)}(?![\d])", text))
-    assert not typed, f"{path.name}: published numbers typed into markdown: {typed} (print them from sslbook.references)"
+    assert not typed, (
+        f"{path.name}: published numbers typed into markdown: {typed} (print them from sslbook.references)"
+    )
 
 
 # ------------------------------------------------------------------ the bibliography
-CITATION = re.compile(r"((?:[A-ZÀ-Ž][\w'’-]+|van den|van der|da)(?:[ ,]+(?:&|and|et al\.|[A-ZÀ-Ž][\w'’-]+|van den|van der))*)"
-                      r"[ ,]*\(?((?:19|20)\d\d)\b")
+CITATION = re.compile(
+    r"((?:[A-ZÀ-Ž][\w'’-]+|van den|van der|da)(?:[ ,]+(?:&|and|et al\.|[A-ZÀ-Ž][\w'’-]+|van den|van der))*)"
+    r"[ ,]*\(?((?:19|20)\d\d)\b"
+)
 
 
 def first_author(names: str) -> str | None:

@@ -1,4 +1,5 @@
 """The comparison chapter's tools: rank correlation and the Pareto front, and their exercise checkers."""
+
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -29,7 +30,9 @@ def test_rank_correlation_refuses_bad_input():
 
 def test_pareto_front_by_brute_force():
     assert pareto_front([1, 2, 3], [0.5, 0.4, 0.9]) == [0, 2]  # the middle one costs more and scores less
-    assert pareto_front([1, 1, 2], [0.5, 0.6, 0.6]) == [1]  # same cost, lower score: dominated; same score, higher cost: too
+    assert pareto_front([1, 1, 2], [0.5, 0.6, 0.6]) == [
+        1
+    ]  # same cost, lower score: dominated; same score, higher cost: too
     assert pareto_front([2, 2], [0.5, 0.5]) == [0, 1]  # identical points dominate neither
     g = torch.Generator().manual_seed(0)
     c, s = torch.rand(30, generator=g).tolist(), torch.rand(30, generator=g).tolist()
@@ -55,8 +58,9 @@ def test_checkers_accept_the_answer_and_refuse_wrong_ones(capsys):
     assert not check_rank_correlation(ranks_without_tie_averaging)
     assert check_pareto_front(pareto_front)
     assert not check_pareto_front(lambda c, s: [max(range(len(s)), key=lambda i: s[i])])  # the best score only
-    assert not check_pareto_front(lambda c, s: [i for i in range(len(c))
-                                                 if not any(c[j] < c[i] and s[j] > s[i] for j in range(len(c)))])  # strict only
+    assert not check_pareto_front(
+        lambda c, s: [i for i in range(len(c)) if not any(c[j] < c[i] and s[j] > s[i] for j in range(len(c)))]
+    )  # strict only
 
     def todo(*a):
         raise NotImplementedError

@@ -1,4 +1,5 @@
 """CPC: the loss against a loop over its formula, the masked context, shapes, bad input, 1-D, the CLI."""
+
 import json
 import math
 import os
@@ -54,11 +55,14 @@ def _loop_cpc_infonce(z, preds, steps, temperature, normalize):
     return torch.stack(per_k).mean()
 
 
-@pytest.mark.parametrize("shape,steps,temperature,normalize", [
-    ((3, 4, 3, 5), (1, 2), 1.0, False),   # a 4×3 grid of 5-d encodings, 3 images
-    ((2, 3, 3, 4), (2,), 0.3, True),
-    ((3, 6, 4), (1, 2, 3), 0.5, False),    # a 1-D sequence: N×T×D
-])
+@pytest.mark.parametrize(
+    "shape,steps,temperature,normalize",
+    [
+        ((3, 4, 3, 5), (1, 2), 1.0, False),  # a 4×3 grid of 5-d encodings, 3 images
+        ((2, 3, 3, 4), (2,), 0.3, True),
+        ((3, 6, 4), (1, 2, 3), 0.5, False),  # a 1-D sequence: N×T×D
+    ],
+)
 def test_loss_matches_a_loop_over_its_formula(shape, steps, temperature, normalize):
     g = torch.Generator().manual_seed(1)
     z = torch.randn(*shape, generator=g)
@@ -102,7 +106,7 @@ def test_masked_conv_and_context_network_never_see_rows_below():
     c = net(z)
     for i in range(g):
         (grad,) = torch.autograd.grad(c[:, :, i].sum(), z, retain_graph=True)
-        assert torch.all(grad[:, :, i + 1:] == 0), f"c at row {i} depends on rows below it"
+        assert torch.all(grad[:, :, i + 1 :] == 0), f"c at row {i} depends on rows below it"
         assert grad[:, :, : i + 1].abs().sum() > 0  # and it does depend on its own row and those above
     # perturbing the rows below row i leaves c up to row i unchanged, exactly
     z2 = z.detach().clone()
@@ -223,8 +227,26 @@ def test_training_lowers_the_loss(small):
 
 def test_cli_smoke_run(shapes_root, tmp_path):
     env = {**os.environ, "SSLBOOK_DATA": str(shapes_root), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "sslbook", "train", "cpc", "--epochs", "1", "--max-steps", "3", "--batch-size", "32",
-           "--backbone", "convnet_small", "--no-progress", "--out", str(tmp_path / "run"), "--set", "steps=[1]"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sslbook",
+        "train",
+        "cpc",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "32",
+        "--backbone",
+        "convnet_small",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "steps=[1]",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -243,8 +265,11 @@ def test_exercise_checkers_accept_the_answer_and_reject_a_wrong_one():
     assert check_cpc_infonce(lambda z, preds, steps, t: cpc_infonce(z, preds, steps, t))
     assert not check_cpc_infonce(lambda z, preds, steps, t: cpc_infonce(z, preds, steps, t, normalize=True))
     # a classic mistake: negatives from the same image only
-    assert not check_cpc_infonce(lambda z, preds, steps, t: torch.stack(
-        [cpc_infonce(z[i:i + 1], [p[i:i + 1] for p in preds], steps, t) for i in range(len(z))]).mean())
+    assert not check_cpc_infonce(
+        lambda z, preds, steps, t: torch.stack(
+            [cpc_infonce(z[i : i + 1], [p[i : i + 1] for p in preds], steps, t) for i in range(len(z))]
+        ).mean()
+    )
 
     def mask(k):
         m = torch.zeros(k, k)

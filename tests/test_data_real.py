@@ -1,4 +1,5 @@
 """Real data sets, read from small fake folders in the publishers' layouts; missing and corrupt files."""
+
 import pickle
 
 import numpy as np
@@ -19,7 +20,11 @@ def _fake_cifar(root, hundred=False, n=20):
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         with open(folder / f, "wb") as fh:
             pickle.dump({b"data": data, key: rng.integers(0, 100 if hundred else 10, n).tolist()}, fh)
-    meta = {b"fine_label_names": [f"c{i}".encode() for i in range(100)]} if hundred else {b"label_names": [f"c{i}".encode() for i in range(10)]}
+    meta = (
+        {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}
+        if hundred
+        else {b"label_names": [f"c{i}".encode() for i in range(10)]}
+    )
     with open(folder / ("meta" if hundred else "batches.meta"), "wb") as fh:
         pickle.dump(meta, fh)
     return folder
@@ -77,7 +82,10 @@ def test_image_folder(tmp_path):
     ds = load_dataset(f"folder:{tmp_path / 'mine'}", "train", image_size=24)
     x, y = ds[4]
     assert x.dtype == torch.uint8 and x.shape == (3, 24, 24) and y == 1
-    assert ds.info.classes == ["cat", "dog"] and len(load_dataset(f"folder:{tmp_path / 'mine'}", "test", image_size=24)) == 6
+    assert (
+        ds.info.classes == ["cat", "dog"]
+        and len(load_dataset(f"folder:{tmp_path / 'mine'}", "test", image_size=24)) == 6
+    )
     # imagenet is the same layout under the data root
     _fake_folder(tmp_path / "imagenet")
     assert len(load_dataset("imagenet", "train", root=tmp_path, image_size=16)) == 6

@@ -1,5 +1,6 @@
 """Dense protocols (sslbook.dense): the probes read what a spatial map encodes, refuse a backbone without
 one, and score boxes correctly."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,13 +124,20 @@ def test_segmentation_scores():
     assert s["pixel_acc"] == 0.75 and s["miou"] == pytest.approx((0.5 + 2 / 3) / 2)  # class 2 seen nowhere: left out
 
 
-@pytest.mark.parametrize("protocol", ["dense_probe", "segmentation_head", "segmentation_head_finetune", "detection_probe"])
+@pytest.mark.parametrize(
+    "protocol", ["dense_probe", "segmentation_head", "segmentation_head_finetune", "detection_probe"]
+)
 def test_each_protocol_refuses_a_backbone_without_a_spatial_output(sets, protocol):
     train, test = sets
-    fn = {"dense_probe": dense.dense_probe, "segmentation_head": dense.segmentation_head,
-          "segmentation_head_finetune": lambda *a: dense.segmentation_head(*a, finetune=True),
-          "detection_probe": dense.detection_probe}[protocol]
-    with pytest.raises(ValueError, match=r"needs a backbone with a spatial output: a `feature_maps\(x\)`.*PooledOnly has none"):
+    fn = {
+        "dense_probe": dense.dense_probe,
+        "segmentation_head": dense.segmentation_head,
+        "segmentation_head_finetune": lambda *a: dense.segmentation_head(*a, finetune=True),
+        "detection_probe": dense.detection_probe,
+    }[protocol]
+    with pytest.raises(
+        ValueError, match=r"needs a backbone with a spatial output: a `feature_maps\(x\)`.*PooledOnly has none"
+    ):
         fn(PooledOnly(), train, test)
 
 

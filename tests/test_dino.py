@@ -1,5 +1,6 @@
 """DINO (chapter 9): teacher without gradient, EMA and centre rules, multi-crop batching, temperature
 warm-up, the collapse switches, Sinkhorn–Knopp, iBOT's masked-only loss, KoLeo, and a trainer run."""
+
 import math
 
 import pytest
@@ -85,7 +86,9 @@ def test_dino_loss_matches_library_loss():
     center = m.center.clone()
     with torch.no_grad():
         out = m(views, None)
-        s = list(m.head(m.backbone(torch.cat(views[:2]))).chunk(2)) + list(m.head(m.backbone(torch.cat(views[2:]))).chunk(2))
+        s = list(m.head(m.backbone(torch.cat(views[:2]))).chunk(2)) + list(
+            m.head(m.backbone(torch.cat(views[2:]))).chunk(2)
+        )
         t = list(m.teacher_head(m.teacher_backbone(torch.cat(views[:2]))).chunk(2))
     assert out["dino_loss"] == pytest.approx(float(losses.dino(s, t, center, 0.1, 0.04)), rel=1e-5)
 
@@ -94,7 +97,9 @@ def test_one_forward_per_crop_size_and_shapes():
     m = make(n_local=4)
     calls = []
     for net in (m.backbone, m.teacher_backbone):
-        net.patch_embed.register_forward_hook(lambda mod, inp, out, net=net: calls.append((net is m.backbone, tuple(inp[0].shape))))
+        net.patch_embed.register_forward_hook(
+            lambda mod, inp, out, net=net: calls.append((net is m.backbone, tuple(inp[0].shape)))
+        )
     views = m.make_views(images(8), None)
     assert [tuple(v.shape) for v in views] == [(8, 3, 32, 32)] * 2 + [(8, 3, 16, 16)] * 4
     m(views, None)
@@ -184,7 +189,9 @@ def test_koleo_option_changes_the_loss():
     plain, with_koleo = make(), make(koleo_weight=0.5)
     a, b = plain(views, None), with_koleo(views, None)
     assert torch.allclose(a["dino_loss"], b["dino_loss"])  # same networks and views
-    assert "koleo" in b and float(b["loss"].detach()) == pytest.approx(float(b["dino_loss"] + 0.5 * b["koleo"]), rel=1e-5)
+    assert "koleo" in b and float(b["loss"].detach()) == pytest.approx(
+        float(b["dino_loss"] + 0.5 * b["koleo"]), rel=1e-5
+    )
     assert not torch.allclose(a["loss"], b["loss"])
 
 
@@ -229,8 +236,15 @@ def test_bad_inputs():
 
 def test_trainer_runs_dino(small):
     kw = {k: v for k, v in small.items() if k != "backbone"}
-    result = train("dino", backbone="vit_tiny", max_steps=2, optimizer="adamw", base_lr=1e-3,
-                   method_kwargs=dict(SMALL_HEAD, n_local=2, local_size=16, ibot_weight=0.5, koleo_weight=0.1), **kw)
+    result = train(
+        "dino",
+        backbone="vit_tiny",
+        max_steps=2,
+        optimizer="adamw",
+        base_lr=1e-3,
+        method_kwargs=dict(SMALL_HEAD, n_local=2, local_size=16, ibot_weight=0.5, koleo_weight=0.1),
+        **kw,
+    )
     assert len(result.history) == 2 and all(math.isfinite(h["loss"]) for h in result.history)
     assert {"teacher_entropy", "kl", "ibot_loss", "koleo"} <= set(result.history[0])
     assert "knn_top1" in result.metrics

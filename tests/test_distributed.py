@@ -1,4 +1,5 @@
 """The distributed path under `torchrun --nproc_per_node=2` with the gloo backend, and the one-process no-ops."""
+
 import copy
 import json
 import os
@@ -24,12 +25,23 @@ def _torchrun(worker: str, *args) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --nproc_per_node=2 tests/<worker> args…`` importing this checkout's sslbook
     (``worker="-m"``: ``args`` start with a module to run, e.g. ``-m sslbook bench …``)."""
     root = str(Path(sslbook.__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     with socket.socket() as sock:  # a free port, so parallel test runs on one machine do not collide
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           worker if worker == "-m" else str(Path(__file__).with_name(worker)), *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        worker if worker == "-m" else str(Path(__file__).with_name(worker)),
+        *map(str, args),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -50,7 +62,9 @@ def test_helpers_are_noops_on_one_process():
 
 def _bn_net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5), nn.BatchNorm1d(5))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5), nn.BatchNorm1d(5)
+    )
 
 
 def test_global_batchnorm_on_one_process_is_batchnorm():
@@ -74,7 +88,7 @@ def test_split_batchnorm_is_per_slice_batchnorm_with_averaged_running_statistics
     x = torch.randn(8, 3, 6, 6)
     y = net(x)
     y.square().sum().backward()
-    ys = [h(x[4 * r:4 * r + 4]) for r, h in enumerate(halves)]  # two "processes", per-process BN
+    ys = [h(x[4 * r : 4 * r + 4]) for r, h in enumerate(halves)]  # two "processes", per-process BN
     sum(t.square().sum() for t in ys).backward()
     assert torch.allclose(y, torch.cat(ys), atol=1e-6)
     for p, p0, p1 in zip(net.parameters(), *(h.parameters() for h in halves)):
@@ -113,7 +127,13 @@ def test_conversions_leave_keep_local_bn_modules_alone():
 def test_full_recipes_ask_for_global_bn_where_the_paper_does():
     from sslbook.config import resolve
 
-    for name in ("simclr", "byol", "simsiam", "barlow_twins", "moco_v3"):  # global / synchronised BN in the paper or its code
+    for name in (
+        "simclr",
+        "byol",
+        "simsiam",
+        "barlow_twins",
+        "moco_v3",
+    ):  # global / synchronised BN in the paper or its code
         assert resolve(name, "full").sync_bn, name
     for name in ("moco_v1", "moco_v2", "supervised"):  # MoCo v1/v2: per-GPU BN, keys shuffled across GPUs
         assert not resolve(name, "full").sync_bn, name
@@ -124,16 +144,40 @@ def test_bench_under_torchrun_times_the_global_batch_and_prints_once():
     rank 0 prints, and the FLOPs of a step are those of the whole global batch, as one process counts them."""
     from sslbook.benchmarks import bench
 
-    argv = ["simclr", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--backbone", "convnet_small",
-            "--data", "random", "--images", "96", "--batch-size", "32"]
+    argv = [
+        "simclr",
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--backbone",
+        "convnet_small",
+        "--data",
+        "random",
+        "--images",
+        "96",
+        "--batch-size",
+        "32",
+    ]
     proc = _torchrun("-m", "sslbook", "bench", *argv)
     json_lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(json_lines) == 1, proc.stdout  # rank 0 alone prints its table and its JSON line
     r = json.loads(json_lines[0])
     assert r["processes"] == 2 and r["batch_size"] == 32 and "on 2 process(es)" in proc.stdout
     assert r["images_per_s"] > 0 and r["seconds_per_epoch"] == pytest.approx(50000 / r["images_per_s"])
-    one = bench("simclr", "tiny", steps=1, warmup=0, batch_size=32, backbone="convnet_small", data="random",
-                images=96, verbose=False)
+    one = bench(
+        "simclr",
+        "tiny",
+        steps=1,
+        warmup=0,
+        batch_size=32,
+        backbone="convnet_small",
+        data="random",
+        images=96,
+        verbose=False,
+    )
     assert one["processes"] == 1
     assert r["flops_per_step"] == pytest.approx(one["flops_per_step"], rel=1e-3)
 
@@ -232,22 +276,28 @@ def test_a_two_process_step_equals_a_one_process_step_on_the_whole_batch(equival
         got = torch.load(out_dir / f"{case}_rank0.pt", weights_only=True)
         _, before, _, _ = _reference(case)
         assert int(got["queue.ptr"]) == E.BATCH
-        assert not torch.allclose(got["queue.keys"][:E.BATCH], before["queue.keys"][:E.BATCH])
-        assert torch.equal(got["queue.keys"][E.BATCH:], before["queue.keys"][E.BATCH:])
+        assert not torch.allclose(got["queue.keys"][: E.BATCH], before["queue.keys"][: E.BATCH])
+        assert torch.equal(got["queue.keys"][E.BATCH :], before["queue.keys"][E.BATCH :])
     # … the keys were shuffled by rank 0's permutation: another permutation gives other keys …
     other, _, _, _ = _reference("moco_v2", shuffle_seed=7)
-    assert _compare([torch.load(out_dir / f"moco_v2_rank{r}.pt", weights_only=True) for r in (0, 1)], other, True)[0] > 100 * ATOL
+    assert (
+        _compare([torch.load(out_dir / f"moco_v2_rank{r}.pt", weights_only=True) for r in (0, 1)], other, True)[0]
+        > 100 * ATOL
+    )
     # … over several steps without DDP's buffer broadcast, the queue, its pointer and the key encoder stay equal on
     # both processes (each enqueues the all-gathered keys)
     for r in (r0, r1):
         assert r["moco_unequal_after_3_steps"] == [] and r["moco_queue_ptr_after_3_steps"] == 3 * E.BATCH % 32
     # … and each process's BN statistics are those of its own half (per-process BN, as the recipe has it)
     per_process = [torch.load(out_dir / f"moco_v2_rank{r}.pt", weights_only=True) for r in (0, 1)]
-    assert not torch.allclose(per_process[0]["backbone.conv1.1.running_mean"], per_process[1]["backbone.conv1.1.running_mean"])
+    assert not torch.allclose(
+        per_process[0]["backbone.conv1.1.running_mean"], per_process[1]["backbone.conv1.1.running_mean"]
+    )
 
 
 def test_the_trainer_under_torchrun_reseeds_the_sampler_scales_lr_by_the_global_batch_refuses_odd_batches_and_stops_at_a_target(
-        equivalence_run):
+    equivalence_run,
+):
     _, r0, r1 = equivalence_run
     assert r0["steps"] == r1["steps"] == 2 * 64 // 16  # 2 epochs of 64 images, global batch 16
     for e in range(2):
@@ -258,7 +308,10 @@ def test_the_trainer_under_torchrun_reseeds_the_sampler_scales_lr_by_the_global_
         assert r["epochs"][0] != r["epochs"][1] and set(r["epochs"][0]) != set(r["epochs"][1])
     assert r0["first_lr"] == r1["first_lr"] == pytest.approx(0.32 * 16 / 256)  # the global batch, not 16 / 2
     for r in (r0, r1):
-        assert "global batch size 15" in r["odd_batch_error"] and "not divisible by the 2 processes" in r["odd_batch_error"]
+        assert (
+            "global batch size 15" in r["odd_batch_error"]
+            and "not divisible by the 2 processes" in r["odd_batch_error"]
+        )
     # a speed run's stop is rank 0's decision (it alone runs the kNN monitor), taken by both processes
     assert r0["target"] == dict(steps=0, monitor_epochs=[0], reached=True)
     assert r1["target"] == dict(steps=0, monitor_epochs=[], reached=False)

@@ -1,4 +1,5 @@
 """Tests of the evaluation protocols on toy problems whose right answer is known."""
+
 from __future__ import annotations
 
 import math
@@ -280,8 +281,16 @@ def test_robustness_structure(toy_sets):
     assert all(0 <= v <= 1 for v in [res["clean"], *res["gaussian_noise"].values(), *res["contrast"].values()])
     # Passing precomputed training features gives the same numbers (corruptions are seeded).
     feats, labels = ev.extract_features(backbone, train_set)
-    res2 = ev.robustness(backbone, train_set, test_set, kinds=("gaussian_noise", "contrast"), severities=(1, 5),
-                         k=5, train_feats=feats, train_labels=labels)
+    res2 = ev.robustness(
+        backbone,
+        train_set,
+        test_set,
+        kinds=("gaussian_noise", "contrast"),
+        severities=(1, 5),
+        k=5,
+        train_feats=feats,
+        train_labels=labels,
+    )
     assert res2 == res
     rows = ev.robustness_rows(res)
     assert len(rows) == 5 and rows[0] == {"corruption": "clean", "severity": 0, "top1": res["clean"]}
@@ -313,8 +322,7 @@ def test_throughput_and_parameters():
 
 def test_evaluate_returns_plain_fractions(toy_sets):
     train_set, test_set = toy_sets
-    out = ev.evaluate(TinyBackbone(), train_set, test_set, protocols=("knn", "linear", "kmeans"), k=5,
-                      linear_epochs=10)
+    out = ev.evaluate(TinyBackbone(), train_set, test_set, protocols=("knn", "linear", "kmeans"), k=5, linear_epochs=10)
     assert set(out) == {"knn_top1", "linear_top1", "nmi", "ari"}
     assert all(type(v) is float and math.isfinite(v) for v in out.values())
     assert 0 <= out["knn_top1"] <= 1 and 0 <= out["linear_top1"] <= 1

@@ -3,6 +3,7 @@ every chapter ends with exercises whose checkers live in sslbook.exercises.
 
 Each checker must accept a correct answer written from scratch (not sslbook's own function), refuse
 typical wrong answers, and turn a ``NotImplementedError`` into a hint instead of a traceback."""
+
 import json
 import math
 from pathlib import Path
@@ -20,6 +21,7 @@ def todo(*args, **kwargs):
 
 
 # ---------------------------------------------------------------- chapter 1
+
 
 def knn_from_scratch(train, labels, test, k, temperature, cosine=True, weighted=True):
     if cosine:
@@ -59,11 +61,14 @@ def test_check_cosine_schedule():
     # a warm-up that starts at 0 on the first step instead of reaching base on the last warm-up step
     assert not exercises.check_cosine_schedule(lambda *a: cosine_from_scratch(*a, off_by_one=True))
     assert not exercises.check_cosine_schedule(lambda b, f, n, w: torch.full((n,), b))  # constant
-    assert not exercises.check_cosine_schedule(lambda b, f, n, w: cosine_from_scratch(b, f, n, w)[:-1])  # one step short
+    assert not exercises.check_cosine_schedule(
+        lambda b, f, n, w: cosine_from_scratch(b, f, n, w)[:-1]
+    )  # one step short
     assert not exercises.check_cosine_schedule(todo)
 
 
 # ---------------------------------------------------------------- chapter 2
+
 
 def rotate_from_scratch(x, clockwise=False):
     rotated = [torch.rot90(x, -k if clockwise else k, dims=(2, 3)) for k in range(4)]
@@ -73,7 +78,9 @@ def rotate_from_scratch(x, clockwise=False):
 def test_check_rotate_batch():
     assert exercises.check_rotate_batch(rotate_from_scratch)
     assert not exercises.check_rotate_batch(lambda x: rotate_from_scratch(x, clockwise=True))
-    assert not exercises.check_rotate_batch(lambda x: (rotate_from_scratch(x)[0], torch.arange(4).repeat(len(x))))  # targets interleaved
+    assert not exercises.check_rotate_batch(
+        lambda x: (rotate_from_scratch(x)[0], torch.arange(4).repeat(len(x)))
+    )  # targets interleaved
     assert not exercises.check_rotate_batch(lambda x: rotate_from_scratch(x)[0])  # no targets
     assert not exercises.check_rotate_batch(todo)
 
@@ -95,21 +102,26 @@ def test_check_min_hamming():
         return min(int((perms[i] != perms[j]).sum()) for i in range(p) for j in range(p) if i != j)
 
     assert exercises.check_min_hamming(min_hamming)
-    assert not exercises.check_min_hamming(lambda perms: int((perms[:, None] != perms[None]).sum(-1).min()))  # includes i = j: 0
+    assert not exercises.check_min_hamming(
+        lambda perms: int((perms[:, None] != perms[None]).sum(-1).min())
+    )  # includes i = j: 0
     assert not exercises.check_min_hamming(lambda perms: int((perms[:, None] != perms[None]).sum(-1).max()))
     assert not exercises.check_min_hamming(todo)
 
 
 # ---------------------------------------------------------------- chapter 3
 
+
 def rgb_to_lab_from_scratch(rgb, gamma=True, white=True):
     lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4) if gamma else rgb
-    m = torch.tensor([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]])
+    m = torch.tensor(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+    )
     xyz = torch.einsum("ij,njhw->nihw", m, lin)
     if white:
         xyz = xyz / m.sum(1).view(1, 3, 1, 1)
     d = 6 / 29
-    f = torch.where(xyz > d ** 3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * d * d) + 4 / 29)
+    f = torch.where(xyz > d**3, xyz.clamp_min(1e-12) ** (1 / 3), xyz / (3 * d * d) + 4 / 29)
     return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
 
 
@@ -127,7 +139,9 @@ def test_check_masked_pixel_mse():
 
     assert exercises.check_masked_pixel_mse(ok)
     assert not exercises.check_masked_pixel_mse(lambda p, t, m: ((p - t) ** 2).mean())  # every pixel counts
-    assert not exercises.check_masked_pixel_mse(lambda p, t, m: ((p - t) ** 2 * m).sum() / m.sum())  # channels not averaged
+    assert not exercises.check_masked_pixel_mse(
+        lambda p, t, m: ((p - t) ** 2 * m).sum() / m.sum()
+    )  # channels not averaged
     assert not exercises.check_masked_pixel_mse(todo)
 
 
@@ -148,6 +162,7 @@ def test_check_copy_colours():
 
 # ---------------------------------------------------------------- chapter 4
 
+
 def masking_from_scratch(n, num_patches, ratio, flip=False, restore_is_shuffle=False):
     keep = int(num_patches * (1 - ratio))
     ids_shuffle = torch.rand(n, num_patches).argsort(1)
@@ -161,7 +176,9 @@ def masking_from_scratch(n, num_patches, ratio, flip=False, restore_is_shuffle=F
 def test_check_random_masking():
     assert exercises.check_random_masking(masking_from_scratch)
     assert not exercises.check_random_masking(lambda *a: masking_from_scratch(*a, flip=True))  # 1 = visible
-    assert not exercises.check_random_masking(lambda *a: masking_from_scratch(*a, restore_is_shuffle=True))  # not the inverse
+    assert not exercises.check_random_masking(
+        lambda *a: masking_from_scratch(*a, restore_is_shuffle=True)
+    )  # not the inverse
     # keeps one patch too many
     assert not exercises.check_random_masking(lambda n, L, r: masking_from_scratch(n, L, r - 1.0 / L))
     assert not exercises.check_random_masking(todo)
@@ -178,6 +195,7 @@ def test_check_masked_mse():
 
 
 # ---------------------------------------------------------------- every chapter
+
 
 def _code(nb_path):
     nb = json.loads(nb_path.read_text())
@@ -207,13 +225,14 @@ def test_every_chapter_is_on_the_site_in_reading_order_and_executed_at_build_tim
     chapters = [f"chapters/{p.stem}" for p in sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))]
     # every notebook, numbered in reading order, then only plain pages (the bibliography)
     assert [t for t in toc if t.startswith("chapters/")] == chapters
-    assert toc[:len(chapters)] == chapters
-    assert all((root / f"{t}.md").exists() for t in toc[len(chapters):]), toc
+    assert toc[: len(chapters)] == chapters
+    assert all((root / f"{t}.md").exists() for t in toc[len(chapters) :]), toc
     config = (root / "jupyter_book_config.yml").read_text()
     assert "execute_notebooks: force" in config and "allow_errors: false" in config
 
 
 # ---------------------------------------------------------------- chapter 11
+
 
 def test_check_scaled_lr(capsys):
     assert exercises.check_scaled_lr(lambda base, batch: base * batch / 256)

@@ -1,6 +1,7 @@
 """Speed contracts that can be checked without a clock: the losses are vectorised (the number of tensor
 operations does not grow with the batch), the momentum update is one fused operation over the whole
 parameter list, and MAE's encoder cost scales with the visible tokens (counted in FLOPs)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -44,11 +45,15 @@ LOSSES = {
     "barlow_twins": lambda n: (lambda a, b, _: losses.barlow_twins(a, b, 5e-3))(*_inputs(n)),
     "koleo": lambda n: (lambda a, b, _: losses.koleo(a))(*_inputs(n)),
     "dino": lambda n: (lambda a, b, c: losses.dino([a, b, c], [a, b], torch.zeros(8)))(*_inputs(n)),
-    "masked_mse": lambda n: losses.masked_mse(torch.randn(n, 4, 12, requires_grad=True), torch.randn(n, 4, 12),
-                                              (torch.arange(n * 4).view(n, 4) % 2).float()),
-    "cpc_infonce": lambda n: losses.cpc_infonce(torch.randn(n, 4, 3, 8, requires_grad=True),
-                                                [torch.randn(n, 3, 3, 8), torch.randn(n, 2, 3, 8)], (1, 2)),
-    "pretext_cross_entropy": lambda n: losses.pretext_cross_entropy(torch.randn(n, 4, requires_grad=True), torch.arange(n) % 4),
+    "masked_mse": lambda n: losses.masked_mse(
+        torch.randn(n, 4, 12, requires_grad=True), torch.randn(n, 4, 12), (torch.arange(n * 4).view(n, 4) % 2).float()
+    ),
+    "cpc_infonce": lambda n: losses.cpc_infonce(
+        torch.randn(n, 4, 3, 8, requires_grad=True), [torch.randn(n, 3, 3, 8), torch.randn(n, 2, 3, 8)], (1, 2)
+    ),
+    "pretext_cross_entropy": lambda n: losses.pretext_cross_entropy(
+        torch.randn(n, 4, requires_grad=True), torch.arange(n) % 4
+    ),
 }
 
 
@@ -106,8 +111,13 @@ def test_every_momentum_method_updates_through_the_fused_op(monkeypatch):
 
     monkeypatch.setattr(torch, "_foreach_lerp_", spy)
     info = DataInfo("t", ["a", "b"], 32, (0.5,) * 3, (0.25,) * 3)
-    kwargs = {"moco_v1": dict(queue_size=16), "moco_v2": dict(queue_size=16, mlp_hidden=16), "moco_v3": dict(mlp_hidden=16, dim=8),
-              "byol": dict(proj_dim=8, hidden_dim=16), "dino": dict(out_dim=16, hidden_dim=16, bottleneck_dim=8, local_size=16)}
+    kwargs = {
+        "moco_v1": dict(queue_size=16),
+        "moco_v2": dict(queue_size=16, mlp_hidden=16),
+        "moco_v3": dict(mlp_hidden=16, dim=8),
+        "byol": dict(proj_dim=8, hidden_dim=16),
+        "dino": dict(out_dim=16, hidden_dim=16, bottleneck_dim=8, local_size=16),
+    }
     for name, kw in kwargs.items():
         backbone = "vit_tiny" if name == "dino" else "convnet_small"
         m = get_method(name)(build_backbone(backbone, info), info, 32, **kw)
@@ -120,6 +130,7 @@ def test_every_momentum_method_updates_through_the_fused_op(monkeypatch):
 
 
 # ---------------------------------------------------------------- MAE's encoder cost
+
 
 def _encoder_flops(vit, x, ids_keep):
     with FlopCounterMode(display=False) as counter:

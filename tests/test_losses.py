@@ -1,4 +1,5 @@
 """The contrastive losses against slow reference implementations written from the formulas."""
+
 import math
 
 import pytest
@@ -39,10 +40,12 @@ def test_info_nce_with_a_queue_matches_the_formula():
     q, k, neg = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g), torch.randn(10, 8, generator=g)
     t = 0.2
     qn, kn, nn_ = (F.normalize(x, dim=1) for x in (q, k, neg))
-    ref = torch.stack([
-        -(qn[i] @ kn[i] / t - torch.logsumexp(torch.cat([(qn[i] @ kn[i]).view(1), nn_ @ qn[i]]) / t, 0))
-        for i in range(4)
-    ]).mean()
+    ref = torch.stack(
+        [
+            -(qn[i] @ kn[i] / t - torch.logsumexp(torch.cat([(qn[i] @ kn[i]).view(1), nn_ @ qn[i]]) / t, 0))
+            for i in range(4)
+        ]
+    ).mean()
     assert torch.allclose(info_nce(q, k, neg, temperature=t), ref, atol=1e-5)
 
 
@@ -93,7 +96,7 @@ def _barlow_reference(z1, z2, lambd, mean):
             if i == j:
                 total += (1 - c) ** 2
             else:
-                total += (c ** 2) / (d - 1) if mean else lambd * c ** 2
+                total += (c**2) / (d - 1) if mean else lambd * c**2
     return total
 
 
@@ -106,7 +109,7 @@ def test_barlow_twins_matches_the_formula_both_reductions():
 
 def test_barlow_twins_is_zero_for_identical_decorrelated_embeddings():
     # columns of a scaled Hadamard-like ±1 matrix: zero mean, unit variance, mutually uncorrelated
-    h = torch.tensor([[1., 1., 1., 1.], [1., -1., 1., -1.], [1., 1., -1., -1.], [1., -1., -1., 1.]])
+    h = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 1.0, -1.0], [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, -1.0, 1.0]])
     z = h[:, 1:]  # drop the constant column: 4 samples × 3 decorrelated dimensions
     assert barlow_twins(z, z, lambd=1.0) < 1e-4
     assert barlow_twins(z, -z, lambd=1.0) > 1.0  # anti-correlated views are penalised
@@ -143,9 +146,7 @@ def test_koleo_matches_the_formula_and_prefers_spread_features():
     g = torch.Generator().manual_seed(6)
     x = torch.randn(6, 3, generator=g)
     xn = F.normalize(x, dim=1)
-    ref = -torch.stack([
-        torch.log(min((xn[i] - xn[j]).norm() for j in range(6) if j != i)) for i in range(6)
-    ]).mean()
+    ref = -torch.stack([torch.log(min((xn[i] - xn[j]).norm() for j in range(6) if j != i)) for i in range(6)]).mean()
     assert torch.allclose(koleo(x), ref, atol=1e-5)
     spread = torch.eye(3).repeat(1, 1)  # orthogonal: nearest neighbours far apart
     clumped = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.01, 0.0], [1.0, 0.0, 0.01]])

@@ -1,4 +1,5 @@
 """ViT and MAE: patches, masking, attention maps, the masked loss, shapes, a CLI smoke run."""
+
 import json
 import os
 import subprocess
@@ -99,8 +100,15 @@ def test_vit_learned_positions_interpolate():
     assert vit(torch.rand(1, 3, 48, 48)).shape == (1, 32)
 
 
-@pytest.mark.parametrize("name,dim,depth,heads,patch", [("vit_small", 384, 12, 6, 16), ("vit_base", 768, 12, 12, 16),
-                                                         ("vit_small_p4", 384, 12, 6, 4), ("vit_tiny_p4", 96, 4, 3, 4)])
+@pytest.mark.parametrize(
+    "name,dim,depth,heads,patch",
+    [
+        ("vit_small", 384, 12, 6, 16),
+        ("vit_base", 768, 12, 12, 16),
+        ("vit_small_p4", 384, 12, 6, 4),
+        ("vit_tiny_p4", 96, 4, 3, 4),
+    ],
+)
 def test_vit_sizes_construct(name, dim, depth, heads, patch):
     vit = build_backbone(name, INFO)  # built only; no big inputs
     assert (vit.out_dim, vit.depth, vit.heads, vit.patch_size) == (dim, depth, heads, patch)
@@ -120,11 +128,19 @@ def test_mae_forward_and_reconstruct():
     L = (32 // p) ** 2
     assert rec["pasted"].shape == x.shape and rec["mask"].sum(1).eq(L // 2).all()
     # visible patches are pasted back unchanged
-    vis = (rec["mask"] == 0)
+    vis = rec["mask"] == 0
     assert torch.allclose(patchify(rec["pasted"], p)[vis], patchify(x, p)[vis])
     # the ablation: mask tokens in the encoder
-    mae2 = MAE(build_backbone("vit_tiny", INFO), INFO, 32, decoder_dim=32, decoder_depth=1, decoder_heads=2,
-               mask_token_in_encoder=True, norm_pix_loss=False)
+    mae2 = MAE(
+        build_backbone("vit_tiny", INFO),
+        INFO,
+        32,
+        decoder_dim=32,
+        decoder_depth=1,
+        decoder_heads=2,
+        mask_token_in_encoder=True,
+        norm_pix_loss=False,
+    )
     mae2([x], None)["loss"].backward()
     assert mae2.encoder_mask_token.grad is not None
 
@@ -145,7 +161,9 @@ def test_mae_representation_is_the_patch_tokens_average_unless_asked_for_cls():
     mae = MAE(build_backbone("vit_tiny", INFO), INFO, 32, decoder_dim=32, decoder_depth=1, decoder_heads=2).eval()
     tokens = mae.backbone.forward_tokens(x)  # N×(1+L)×D
     assert torch.allclose(mae.backbone(x), tokens[:, 1:].mean(1), atol=1e-6)
-    cls = MAE(build_backbone("vit_tiny", INFO), INFO, 32, decoder_dim=32, decoder_depth=1, decoder_heads=2, pool="cls").eval()
+    cls = MAE(
+        build_backbone("vit_tiny", INFO), INFO, 32, decoder_dim=32, decoder_depth=1, decoder_heads=2, pool="cls"
+    ).eval()
     cls.load_state_dict(mae.state_dict())
     assert torch.allclose(cls.backbone(x), tokens[:, 0], atol=1e-6)
 
@@ -153,8 +171,24 @@ def test_mae_representation_is_the_patch_tokens_average_unless_asked_for_cls():
 def test_cli_smoke(tmp_path):
     """`python -m sslbook train mae` at the tiny preset, two steps; last line JSON with the metrics."""
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "sslbook", "train", "mae", "--max-steps", "2", "--batch-size", "32", "--epochs", "1",
-           "--out", str(tmp_path / "run"), "--no-progress", "--set", "decoder_depth=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sslbook",
+        "train",
+        "mae",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--set",
+        "decoder_depth=1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,4 +1,5 @@
 """Memory bank and momentum methods (chapter 6): instdisc, pirl, moco_v1, moco_v2, moco_v3."""
+
 import pytest
 import torch
 from torch import nn
@@ -50,6 +51,7 @@ def step(method, images, labels, index, s=0, total=10, lr=0.1):
 
 
 # ---------------------------------------------------------------- the building blocks
+
 
 def test_queue_is_fifo():
     q = KeyQueue(size=6, dim=3)
@@ -128,7 +130,7 @@ def test_jigsaw_tiles_are_a_permutation_of_the_grid():
     x = torch.rand(2, 3, 12, 12)
     tiles = jigsaw_tiles(x, 3)  # 2×9×3×4×4, no gap, no jitter: exactly the grid's cells
     assert tiles.shape == (2, 9, 3, 4, 4)
-    grid = [x[:, :, r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] for r in range(3) for c in range(3)]
+    grid = [x[:, :, r * 4 : (r + 1) * 4, c * 4 : (c + 1) * 4] for r in range(3) for c in range(3)]
     for i in range(2):
         found = sorted(next(j for j, g in enumerate(grid) if torch.equal(tiles[i, t], g[i])) for t in range(9))
         assert found == list(range(9))
@@ -143,6 +145,7 @@ def test_jigsaw_tiles_are_a_permutation_of_the_grid():
 
 
 # ---------------------------------------------------------------- each method
+
 
 @pytest.mark.parametrize("name", METHODS)
 def test_forward_backward(name):
@@ -197,6 +200,7 @@ def test_a_resumed_moco_run_continues_where_it_stopped(small, tmp_path):
 
 # ---------------------------------------------------------------- bad input
 
+
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("t", [0.0, -0.1])
 def test_temperature_must_be_positive(name, t):
@@ -239,14 +243,18 @@ def test_recipes_exist_for_tiny_and_full():
             assert cfg.method_kwargs["queue_size"] % cfg.batch_size == 0
     assert resolve("moco_v2", "full").method_kwargs["queue_size"] == 65536
     v3 = resolve("moco_v3", "full")
-    assert (v3.backbone, v3.data, v3.image_size) == ("vit_small", "imagenet", 224)  # ViT-S/16: a 14×14 grid, as in the paper
+    assert (v3.backbone, v3.data, v3.image_size) == (
+        "vit_small",
+        "imagenet",
+        224,
+    )  # ViT-S/16: a 14×14 grid, as in the paper
 
 
 def test_exercise_checkers_accept_the_answer_and_refuse_a_wrong_one():
     from sslbook.exercises import check_cosine_momentum, check_enqueue, check_momentum_update
 
     def enqueue(queue, ptr, keys):
-        queue[ptr:ptr + len(keys)] = keys
+        queue[ptr : ptr + len(keys)] = keys
         return queue, (ptr + len(keys)) % len(queue)
 
     def update(target, online, m):
@@ -254,7 +262,7 @@ def test_exercise_checkers_accept_the_answer_and_refuse_a_wrong_one():
             t.mul_(m).add_(o, alpha=1 - m)
 
     assert check_enqueue(enqueue)
-    assert not check_enqueue(lambda q, p, k: (torch.cat([k, q[:-len(k)]]), p))  # a stack, not a FIFO
+    assert not check_enqueue(lambda q, p, k: (torch.cat([k, q[: -len(k)]]), p))  # a stack, not a FIFO
     assert check_momentum_update(update)
     assert not check_momentum_update(lambda t, o, m: None)
     assert check_cosine_momentum(cosine_momentum)

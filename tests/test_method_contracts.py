@@ -1,6 +1,7 @@
 """What the issues ask of each method that the method tests did not check: the CLI's method list, a
 trainer run with finite metrics for every method, and the formulas of InstDisc, PIRL, BYOL, MoCo v2's
 additions, MAE's token order, RotNet's semi-supervised protocol and the chromatic-aberration fixes."""
+
 import math
 
 import pytest
@@ -56,21 +57,37 @@ SMALL_KWARGS = {
 
 @pytest.mark.parametrize("name", list(SMALL_KWARGS))
 def test_trains_through_the_trainer_and_reports_finite_metrics(name, small):
-    result = train(name, **{**small, "max_steps": 2, "epochs": 1, "eval_protocols": ("knn", "linear"),
-                            "method_kwargs": SMALL_KWARGS[name]})
+    result = train(
+        name,
+        **{
+            **small,
+            "max_steps": 2,
+            "epochs": 1,
+            "eval_protocols": ("knn", "linear"),
+            "method_kwargs": SMALL_KWARGS[name],
+        },
+    )
     assert len(result.history) == 2 and all(math.isfinite(h["loss"]) for h in result.history)
     assert {"knn_top1", "linear_top1"} <= set(result.metrics)
     assert all(0.0 <= result.metrics[k] <= 1.0 for k in ("knn_top1", "linear_top1"))
 
 
 def test_video_colorization_run_reports_mask_iou_next_to_the_standard_metrics(small):
-    result = train("video_colorization", **{**small, "max_steps": 1, "epochs": 1,
-                                            "method_kwargs": dict(video_size=32, clip_batch=4, eval_clips=2, eval_frames=3)})
+    result = train(
+        "video_colorization",
+        **{
+            **small,
+            "max_steps": 1,
+            "epochs": 1,
+            "method_kwargs": dict(video_size=32, clip_batch=4, eval_clips=2, eval_frames=3),
+        },
+    )
     assert {"knn_top1", "mask_iou"} <= set(result.metrics)
     assert 0.0 <= result.metrics["mask_iou"] <= 1.0
 
 
 # ---------------------------------------------------------------- losses and formulas
+
 
 def test_info_nce_with_the_batch_as_negatives_matches_a_loop():
     g = torch.Generator().manual_seed(7)
@@ -130,7 +147,9 @@ def test_pirl_loss_is_the_convex_combination_of_its_two_nce_terms(lam):
 
 def test_byol_loss_is_the_symmetric_normalised_mse_against_the_target():
     torch.manual_seed(0)
-    m = get_method("byol")(build_backbone("convnet_small", INFO), INFO, 32, proj_dim=16, hidden_dim=32, blur_p=(0.0, 0.0)).eval()
+    m = get_method("byol")(
+        build_backbone("convnet_small", INFO), INFO, 32, proj_dim=16, hidden_dim=32, blur_p=(0.0, 0.0)
+    ).eval()
     with torch.no_grad():  # a target that differs from the online network
         for p in m.target_projector.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -160,6 +179,7 @@ def test_moco_v2_adds_the_mlp_head_and_blur_to_v1():
 
 
 # ---------------------------------------------------------------- MAE: which tokens go where
+
 
 def test_mae_encoder_sees_the_visible_patches_and_the_decoder_puts_every_token_back_in_place():
     from sslbook.methods.mae import MAE, random_masking
@@ -194,6 +214,7 @@ def test_mae_encoder_sees_the_visible_patches_and_the_decoder_puts_every_token_b
 
 # ---------------------------------------------------------------- RotNet's semi-supervised protocol
 
+
 def test_finetune_can_freeze_the_first_two_conv_blocks_of_the_book_convnet():
     """Issue 3: freeze conv1 and conv2, train the rest plus a linear layer on a labelled subset."""
     from sslbook import evaluation as ev
@@ -217,10 +238,11 @@ def test_finetune_can_freeze_the_first_two_conv_blocks_of_the_book_convnet():
 
 # ---------------------------------------------------------------- relative position: chromatic aberration
 
+
 def test_chromatic_aberration_countermeasures():
     from sslbook.methods.patches import drop_colour_channels, project_out_green_magenta
 
-    a = torch.tensor([-1.0, 2.0, -1.0]) / 6 ** 0.5
+    a = torch.tensor([-1.0, 2.0, -1.0]) / 6**0.5
     x = torch.rand(4, 3, 6, 6, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25  # no clipping
     y = project_out_green_magenta(x)
     assert (y * a.view(1, 3, 1, 1)).sum(1).abs().max() < 1e-6  # no green–magenta component left

@@ -1,4 +1,5 @@
 """BYOL, SimSiam, Barlow Twins: the EMA update, views, forward/backward, collapse switches, bad input."""
+
 import pytest
 import torch
 
@@ -33,11 +34,14 @@ def test_ema_update_follows_its_formula_and_copies_buffers():
         ema_update_(target, online, 1.5)
 
 
-@pytest.mark.parametrize("name,kw", [
-    ("byol", dict(proj_dim=16, hidden_dim=32, blur_p=(0.0, 0.0))),
-    ("simsiam", dict(proj_dim=32, pred_hidden=8)),
-    ("barlow_twins", dict(proj_dim=32, blur_p=(0.0, 0.0))),
-])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("byol", dict(proj_dim=16, hidden_dim=32, blur_p=(0.0, 0.0))),
+        ("simsiam", dict(proj_dim=32, pred_hidden=8)),
+        ("barlow_twins", dict(proj_dim=32, blur_p=(0.0, 0.0))),
+    ],
+)
 def test_forward_backward_and_views(name, kw):
     m = make(name, **kw)
     x = torch.rand(8, 3, 16, 16)
@@ -73,8 +77,10 @@ def test_simsiam_predictor_keeps_a_fixed_rate_and_switches_work():
     m2(m2.make_views(torch.rand(8, 3, 16, 16), None), None)["loss"].backward()
 
 
-@pytest.mark.parametrize("name,kw", [("byol", dict(proj_dim=16, hidden_dim=32, blur_p=(0.0, 0.0))),
-                                     ("simsiam", dict(proj_dim=32, pred_hidden=8))])
+@pytest.mark.parametrize(
+    "name,kw",
+    [("byol", dict(proj_dim=16, hidden_dim=32, blur_p=(0.0, 0.0))), ("simsiam", dict(proj_dim=32, pred_hidden=8))],
+)
 def test_predictor_lr_scale_applies_to_the_predictor_only(name, kw):
     m = make(name, predictor_lr_scale=10.0, **kw)
     groups = param_groups(m, 5e-4)
@@ -111,7 +117,7 @@ def _simsiam_output_std(steps=40, **switches):
 
 
 def test_simsiam_collapses_without_stop_gradient_or_predictor_but_not_with_both():
-    healthy = 1 / 32 ** 0.5  # ≈ 1/√d for outputs spread over the sphere
+    healthy = 1 / 32**0.5  # ≈ 1/√d for outputs spread over the sphere
     full = _simsiam_output_std()
     assert full > 0.6 * healthy, full
     for switches in (dict(stop_gradient=False), dict(predictor=False)):
@@ -122,7 +128,7 @@ def test_simsiam_collapses_without_stop_gradient_or_predictor_but_not_with_both(
 def test_output_std_is_one_over_sqrt_d_when_spread_and_zero_when_collapsed():
     m = make("simsiam", proj_dim=32, pred_hidden=8)
     x = torch.rand(64, 3, 16, 16)
-    assert m([x, x], None)["z_std"] == pytest.approx(1 / 32 ** 0.5, rel=0.15)
+    assert m([x, x], None)["z_std"] == pytest.approx(1 / 32**0.5, rel=0.15)
     with torch.no_grad():  # a projector whose output is one fixed vector: the collapse the monitor must show
         last = m.projector[-1]
         last.weight.zero_(), last.bias.fill_(1.0)
@@ -162,11 +168,15 @@ def test_chapter_8_exercise_checkers_accept_the_answer_and_refuse_wrong_ones():
         return (F.normalize(p, dim=1) - F.normalize(z.detach(), dim=1)).pow(2).sum(1).mean()
 
     assert check_byol_loss(byol_loss)
-    assert not check_byol_loss(lambda p, z: (F.normalize(p, dim=1) - F.normalize(z, dim=1)).pow(2).sum(1).mean())  # no stop-gradient
+    assert not check_byol_loss(
+        lambda p, z: (F.normalize(p, dim=1) - F.normalize(z, dim=1)).pow(2).sum(1).mean()
+    )  # no stop-gradient
     assert not check_byol_loss(lambda p, z: (p - z.detach()).pow(2).sum(1).mean())  # not normalised
     assert check_barlow_twins_loss(lambda a, b, lambd: barlow_twins(a, b, lambd))
     assert not check_barlow_twins_loss(lambda a, b, lambd: barlow_twins(a, b, lambd, "mean"))
-    assert not check_barlow_twins_loss(lambda a, b, lambd: ((a.T @ b / len(a)) - torch.eye(a.shape[1])).pow(2).sum())  # not standardised
+    assert not check_barlow_twins_loss(
+        lambda a, b, lambd: ((a.T @ b / len(a)) - torch.eye(a.shape[1])).pow(2).sum()
+    )  # not standardised
     assert check_output_std(lambda z: F.normalize(z, dim=1).std(0).mean())
     assert not check_output_std(lambda z: z.std(0).mean())  # not normalised
     assert not check_output_std(lambda z: F.normalize(z, dim=1).std(1).mean())  # std over the wrong axis

@@ -1,4 +1,5 @@
 """The package declares what it uses: the attributes read from a method, one schedules module, no import cycles."""
+
 from __future__ import annotations
 
 import ast
@@ -23,8 +24,14 @@ def _read_attributes(path: Path) -> tuple[set[str], set[str]]:
     tree = ast.parse(path.read_text())
     by_getattr, plain = set(), set()
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
             by_getattr.add(node.args[1].value)
         if isinstance(node, ast.Attribute):
             owner = node.value
@@ -74,6 +81,7 @@ def test_methods_that_set_the_attributes_are_picked_up():
 
 # ---------------------------------------------------------------- one home for the schedules
 
+
 def _old_cosine_momentum(step, total_steps, base):  # sslbook.methods.momentum's before the move
     return 1.0 - (1.0 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
 
@@ -93,19 +101,26 @@ def test_the_schedules_moved_to_sslbook_schedules_with_the_very_same_values():
     assert not hasattr(schedules, "linear_schedule")  # the unused one is gone
     for total in (1, 7, 100, 1953, 100_000):
         for base in (0.0, 0.9, 0.99, 0.996, 0.9999, 1.0):
-            steps = sorted({0, 1, total // 3, total // 2, total - 1, total} | set(range(0, total + 1, max(1, total // 50))))
+            steps = sorted(
+                {0, 1, total // 3, total // 2, total - 1, total} | set(range(0, total + 1, max(1, total // 50)))
+            )
             for s in steps:
                 assert schedules.cosine_momentum(s, total, base) == _old_cosine_momentum(s, total, base)  # bit-equal
-                assert schedules.teacher_temperature(s, total // 3, 0.04, base) == _old_teacher_temperature(s, total // 3, 0.04, base)
+                assert schedules.teacher_temperature(s, total // 3, 0.04, base) == _old_teacher_temperature(
+                    s, total // 3, 0.04, base
+                )
     # the evaluation protocols' decays: lr * 0.5 * (1 + cos(π s / T)) and 0.5 * (1 + cos(π min(s, T) / T)), bit-equal
     for total in (1, 10, 391, 5000):
         for s in range(0, total + 1, max(1, total // 40)):
             for lr in (0.1, 0.03, 1.0, 3e-4):
                 assert schedules.cosine_at(s, total, lr, 0.0) == lr * 0.5 * (1 + math.cos(math.pi * s / total))
-            assert schedules.cosine_at(min(s, total), total, 1.0, 0.0) == 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+            assert schedules.cosine_at(min(s, total), total, 1.0, 0.0) == 0.5 * (
+                1 + math.cos(math.pi * min(s, total) / total)
+            )
 
 
 # ---------------------------------------------------------------- helpers written once
+
 
 @pytest.mark.parametrize("name", ["simclr", "byol", "simsiam", "barlow_twins", "moco_v1", "moco_v3", "dino"])
 def test_every_two_view_method_checks_its_pair_with_check_pair(name):
@@ -122,7 +137,15 @@ def test_every_two_view_method_checks_its_pair_with_check_pair(name):
 def test_simclr_views_are_those_of_its_former_own_view_maker():
     from sslbook.augment import color_jitter, gaussian_blur, random_grayscale, random_resized_crop
 
-    kw = dict(crop_scale=(0.2, 0.9), crop_ratio=(0.5, 2.0), flip_p=0.3, jitter_strength=0.7, jitter_p=0.6, gray_p=0.4, blur_p=0.5)
+    kw = dict(
+        crop_scale=(0.2, 0.9),
+        crop_ratio=(0.5, 2.0),
+        flip_p=0.3,
+        jitter_strength=0.7,
+        jitter_p=0.6,
+        gray_p=0.4,
+        blur_p=0.5,
+    )
     m = _make("simclr", **kw)
 
     def old_augment(x):  # SimCLR.augment before it became a ViewRecipe
@@ -160,7 +183,9 @@ def test_the_robustness_blur_is_the_augmentation_blur_and_matches_the_former_one
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     for severity, sigma in zip(range(1, 6), (0.4, 0.6, 0.7, 0.8, 1.0)):
         # the same blur up to float32 rounding (the kernel is written t²/2σ² instead of (t/σ)²/2)
-        torch.testing.assert_close(corrupt(x, "gaussian_blur", severity), old_blur(x, sigma).clamp(0, 1), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            corrupt(x, "gaussian_blur", severity), old_blur(x, sigma).clamp(0, 1), rtol=0, atol=1e-6
+        )
     g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     sigma = torch.rand(3, generator=g2) * 1.9 + 0.1  # what gaussian_blur draws first
     blurred = blur(x, sigma, radius=1)
@@ -169,6 +194,7 @@ def test_the_robustness_blur_is_the_augmentation_blur_and_matches_the_former_one
 
 
 # ---------------------------------------------------------------- sslbook.evaluation, split by concern
+
 
 def test_every_evaluation_name_the_book_tests_and_package_use_is_importable_from_sslbook_evaluation():
     import json
@@ -191,11 +217,18 @@ def test_every_evaluation_name_the_book_tests_and_package_use_is_importable_from
     assert {"extract_features", "knn_accuracy", "finetune", "corrupt", "measure_throughput", "pareto_front"} <= used
     assert not [n for n in sorted(used) if not hasattr(ev, n)]
     assert all(hasattr(ev, n) for n in ev.__all__)
-    assert ev.finetune.__module__ == "sslbook.evaluation.finetune" and ev.corrupt.__module__ == "sslbook.evaluation.robustness"
-    assert ev.measure_throughput.__module__ == "sslbook.cost" and ev.rank_correlation.__module__ == "sslbook.evaluation.stats"
+    assert (
+        ev.finetune.__module__ == "sslbook.evaluation.finetune"
+        and ev.corrupt.__module__ == "sslbook.evaluation.robustness"
+    )
+    assert (
+        ev.measure_throughput.__module__ == "sslbook.cost"
+        and ev.rank_correlation.__module__ == "sslbook.evaluation.stats"
+    )
 
 
 # ---------------------------------------------------------------- no import cycles
+
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
@@ -231,7 +264,9 @@ def test_no_module_of_the_package_is_part_of_an_import_cycle():
 
     cycles = sorted(m for m in graph if reaches(m, m, set()))
     assert not cycles, f"modules on an import cycle: {cycles}"
-    assert "sslbook" not in graph["sslbook.trainer"]  # the version comes from sslbook._version, not the package's __init__
+    assert (
+        "sslbook" not in graph["sslbook.trainer"]
+    )  # the version comes from sslbook._version, not the package's __init__
     assert "sslbook.models.backbones" not in graph["sslbook.models.vit"]
 
 
@@ -263,4 +298,6 @@ def test_one_version_read_by_the_package_and_pyproject():
     text = (PKG.parent / "pyproject.toml").read_text()  # (tomllib is Python ≥ 3.11 only)
     project = text.split("[project]", 1)[1].split("\n[", 1)[0]
     assert not re.search(r"^version\s*=", project, re.M) and re.search(r'^dynamic = \["version"\]', project, re.M)
-    assert re.search(r'^\[tool\.setuptools\.dynamic\]\nversion = \{ attr = "sslbook\._version\.__version__" \}', text, re.M)
+    assert re.search(
+        r'^\[tool\.setuptools\.dynamic\]\nversion = \{ attr = "sslbook\._version\.__version__" \}', text, re.M
+    )

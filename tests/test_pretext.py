@@ -1,4 +1,5 @@
 """Chapter 2's pretext tasks: rotation, relative patch position, jigsaw."""
+
 import json
 import os
 import subprocess
@@ -109,12 +110,17 @@ def test_rotnet_refuses_bad_angles():
         rotate_batch(torch.rand(1, 3, 4, 4), (0, 45))
 
 
-@pytest.mark.parametrize("name,kw", [
-    ("rotnet", {}), ("rotnet", {"angles": (0, 180), "all_rotations": False}),
-    ("rotnet", {"crop_scale": (0.3, 1.0), "jitter_p": 0.8, "gray_p": 0.2}),
-    ("relative_position", {}), ("relative_position", {"colour": "drop", "jitter_p": 0.8}),
-    ("jigsaw", {"num_permutations": 10}),
-])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("rotnet", {}),
+        ("rotnet", {"angles": (0, 180), "all_rotations": False}),
+        ("rotnet", {"crop_scale": (0.3, 1.0), "jitter_p": 0.8, "gray_p": 0.2}),
+        ("relative_position", {}),
+        ("relative_position", {"colour": "drop", "jitter_p": 0.8}),
+        ("jigsaw", {"num_permutations": 10}),
+    ],
+)
 def test_forward_backward(name, kw):
     m = _method(name, **kw)
     x, y = torch.rand(8, 3, 32, 32), torch.zeros(8, dtype=torch.long)
@@ -142,9 +148,26 @@ def test_cli_smoke(name, shapes_root):
     # the tiny preset's data (cached in $SSLBOOK_DATA when set, else generated once for the session)
     env = {**os.environ, "SSLBOOK_DATA": os.environ.get("SSLBOOK_DATA", str(shapes_root))}
     out = subprocess.run(
-        [sys.executable, "-m", "sslbook", "train", name, "--epochs", "1", "--max-steps", "5", "--no-progress",
-         "--backbone", "convnet_small", "--batch-size", "64"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "sslbook",
+            "train",
+            name,
+            "--epochs",
+            "1",
+            "--max-steps",
+            "5",
+            "--no-progress",
+            "--backbone",
+            "convnet_small",
+            "--batch-size",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     last = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
 """Chapter 3: Lab colour, masked reconstruction, the attention pointer, the video generator and the three methods."""
+
 import math
 
 import pytest
@@ -127,14 +128,17 @@ def _small_method(name, **kwargs):
     return get_method(name)(build_backbone("convnet_small", INFO), INFO, 32, **kwargs)
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("context_encoder", {}),
-    ("context_encoder", dict(adv_weight=0.0, holes=3, mask_size=8)),
-    ("split_brain", {}),
-    ("split_brain", dict(loss="regression")),
-    ("video_colorization", dict(video_size=32, clip_batch=4, eval_clips=2, eval_frames=3)),
-    ("video_colorization", dict(video_size=32, clip_batch=4, loss="regression")),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("context_encoder", {}),
+        ("context_encoder", dict(adv_weight=0.0, holes=3, mask_size=8)),
+        ("split_brain", {}),
+        ("split_brain", dict(loss="regression")),
+        ("video_colorization", dict(video_size=32, clip_batch=4, eval_clips=2, eval_frames=3)),
+        ("video_colorization", dict(video_size=32, clip_batch=4, loss="regression")),
+    ],
+)
 def test_forward_backward(name, kwargs):
     method = _small_method(name, **kwargs)
     images = torch.rand(6, 3, 32, 32)
@@ -165,7 +169,9 @@ def test_context_encoder_adversarial_game_has_the_right_signs():
     method.zero_grad()
     _, filled = method.inpaint(images, masks)
     real, fake = method.discriminator(images), method.discriminator(filled.detach())
-    d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+    d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
+        fake, torch.zeros_like(fake)
+    )
     want_d = torch.autograd.grad(d_loss, list(method.discriminator.parameters()))
     method.zero_grad()
     _, filled = method.inpaint(images, masks)

@@ -1,5 +1,6 @@
 """Refusals, run folders that are never lost or shared, clean stops on signals, finite checkpoints, the
 class-balanced kNN monitor and data files that cannot run code. Each case prints one ``error:`` line."""
+
 import json
 import os
 import pickle
@@ -44,28 +45,31 @@ def _error_line(capsys) -> str:
 
 
 # ------------------------------------------------------------------------------------------ refused settings
-@pytest.mark.parametrize("args, names", [
-    (["--grad-clip", "-1"], "--grad-clip"),
-    (["--grad-clip", "0"], "--grad-clip"),
-    (["--epochs", "-1"], "--epochs"),
-    (["--max-steps", "-5"], "--max-steps"),
-    (["--max-steps", "0"], "--max-steps"),
-    (["--target-knn", "2"], "--target-knn"),
-    (["--lr", "-0.1"], "--lr"),
-    (["--lr", "nan"], "--lr"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--seed", "-3"], "--seed"),
-    (["--workers", "-1"], "--workers"),
-    (["--checkpoint-every", "0"], "--checkpoint-every"),
-    (["--set", "temperature=Infinity"], "--set temperature"),
-    (["--set", "temperature=inf"], "--set temperature"),
-    (["--set", "temperature=nan"], "--set temperature"),
-    (["--set", "temperature=NaN"], "--set temperature"),
-    (["--set", "temperature=warm"], "--set temperature"),
-    (["--set", "bogus=1"], "--set bogus"),
-    (["--set", "crop_scale=0.5"], "--set crop_scale"),
-    (["--set", "novalue"], "--set"),
-])
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--grad-clip", "-1"], "--grad-clip"),
+        (["--grad-clip", "0"], "--grad-clip"),
+        (["--epochs", "-1"], "--epochs"),
+        (["--max-steps", "-5"], "--max-steps"),
+        (["--max-steps", "0"], "--max-steps"),
+        (["--target-knn", "2"], "--target-knn"),
+        (["--lr", "-0.1"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--seed", "-3"], "--seed"),
+        (["--workers", "-1"], "--workers"),
+        (["--checkpoint-every", "0"], "--checkpoint-every"),
+        (["--set", "temperature=Infinity"], "--set temperature"),
+        (["--set", "temperature=inf"], "--set temperature"),
+        (["--set", "temperature=nan"], "--set temperature"),
+        (["--set", "temperature=NaN"], "--set temperature"),
+        (["--set", "temperature=warm"], "--set temperature"),
+        (["--set", "bogus=1"], "--set bogus"),
+        (["--set", "crop_scale=0.5"], "--set crop_scale"),
+        (["--set", "novalue"], "--set"),
+    ],
+)
 def test_impossible_settings_are_refused_in_one_line_before_anything_is_built(args, names, capsys, monkeypatch):
     import sslbook.trainer as trainer
 
@@ -96,8 +100,24 @@ def test_a_data_set_with_one_class_is_refused(tmp_path, capsys):
         (tmp_path / split / "only").mkdir(parents=True)
         for i in range(4):
             Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / split / "only" / f"{i}.png")
-    assert main(["train", "supervised", "--data", f"folder:{tmp_path}", "--epochs", "1", "--batch-size", "2",
-                 "--backbone", "convnet_small", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "supervised",
+                "--data",
+                f"folder:{tmp_path}",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--backbone",
+                "convnet_small",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     line = _error_line(capsys)
     assert "1 class" in line and "at least 2" in line
 
@@ -108,8 +128,9 @@ def test_folder_paths_are_stored_absolute(tmp_path, monkeypatch):
     assert cfg.data == f"folder:{tmp_path.resolve() / 'pics'}"
 
 
-def test_a_checkpoint_with_the_format_tag_but_missing_keys_is_refused_by_eval_and_resume(small, tmp_path, cli_env,
-                                                                                           capsys):
+def test_a_checkpoint_with_the_format_tag_but_missing_keys_is_refused_by_eval_and_resume(
+    small, tmp_path, cli_env, capsys
+):
     ckpt_io.save_atomic({"format": ckpt_io.FORMAT, "method": {}}, tmp_path / "last.pt")
     assert main(["eval", str(tmp_path / "last.pt")]) == 2
     line = _error_line(capsys)
@@ -133,9 +154,17 @@ def test_a_finished_run_is_not_replaced_without_overwrite(small, tmp_path, cli_e
 
 def test_two_runs_on_one_folder_the_second_is_refused_naming_the_holder(small, tmp_path, cli_env, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from sslbook.checkpoint import RunLock; RunLock(sys.argv[1]); "
-                               "print('locked', flush=True); time.sleep(60)", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from sslbook.checkpoint import RunLock; RunLock(sys.argv[1]); "
+            "print('locked', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert main(["train", "supervised", "--out", str(tmp_path), "--epochs", "1", *_cli_args(small)]) == 2
@@ -146,7 +175,10 @@ def test_two_runs_on_one_folder_the_second_is_refused_naming_the_holder(small, t
         holder.kill()
         holder.wait()
     # the kernel released the killed holder's lock: the folder is usable again
-    assert main(["train", "supervised", "--out", str(tmp_path), "--epochs", "1", "--max-steps", "1", *_cli_args(small)]) == 0
+    assert (
+        main(["train", "supervised", "--out", str(tmp_path), "--epochs", "1", "--max-steps", "1", *_cli_args(small)])
+        == 0
+    )
 
 
 def test_a_resume_that_changes_the_run_is_refused_and_allowed_changes_are_recorded(small, tmp_path):
@@ -206,7 +238,9 @@ def test_a_failed_save_says_so_and_keeps_the_previous_checkpoint(small, tmp_path
         return real_save(obj, f, *a, **k)
 
     monkeypatch.setattr(torch, "save", save)
-    with pytest.raises(ckpt_io.CheckpointError, match=r"No space left on device.*previous checkpoint \(step 4\) is intact"):
+    with pytest.raises(
+        ckpt_io.CheckpointError, match=r"No space left on device.*previous checkpoint \(step 4\) is intact"
+    ):
         train("supervised", out=str(tmp_path), **small)  # 4 steps an epoch
     assert ckpt_io.load(tmp_path / "last.pt")["step"] == 4 and not list(tmp_path.glob("*.tmp"))
 
@@ -234,8 +268,11 @@ class _BlowsUpBatchNorm(Supervised):
 
 def test_only_finite_checkpoints_are_written(small, tmp_path):
     register("blows_up_bn", _BlowsUpBatchNorm)
-    with pytest.raises(NonFiniteLossError, match=r"running_var is not finite after step 8.*last finite checkpoint is "
-                                                 r".*last\.pt \(step 4\)"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"running_var is not finite after step 8.*last finite checkpoint is "
+        r".*last\.pt \(step 4\)",
+    ):
         train("blows_up_bn", out=str(tmp_path), **small)
     state = ckpt_io.load(tmp_path / "last.pt")
     assert state["step"] == 4
@@ -270,14 +307,19 @@ def _signal_run(tmp_path, small, sig, at, *args):
     script.write_text(_SIGNAL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "SSLBOOK_DATA": small["data_kwargs"]["root"], "OMP_NUM_THREADS": "1"}
     # the preset's shapes set ($SSLBOOK_DATA): 8 steps, all inside the first epoch
-    return subprocess.run([sys.executable, str(script), sig, str(at), "--epochs", "1", "--max-steps", "8",
-                           *_cli_args(small), *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(script), sig, str(at), "--epochs", "1", "--max-steps", "8", *_cli_args(small), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_a_signal_saves_then_stops_in_one_line_and_the_resumed_run_equals_an_uninterrupted_one(small, tmp_path, sig,
-                                                                                                code):
+def test_a_signal_saves_then_stops_in_one_line_and_the_resumed_run_equals_an_uninterrupted_one(
+    small, tmp_path, sig, code
+):
     whole = _signal_run(tmp_path, small, "none", 0, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "stopped"
@@ -306,9 +348,18 @@ def test_checkpoint_every_n_steps_resumes_inside_an_epoch_exactly(small, tmp_pat
         pass
 
     # a run killed after step 6: the last checkpoint is the one of step 6 (checkpoint_every=3), inside epoch 2
-    register("killed_at_7", type("KilledAt7", (Supervised,), {
-        "on_step_end": lambda self, step, total: (_ for _ in ()).throw(Killed()) if step == 6
-        else Supervised.on_step_end(self, step, total)}))
+    register(
+        "killed_at_7",
+        type(
+            "KilledAt7",
+            (Supervised,),
+            {
+                "on_step_end": lambda self, step, total: (
+                    (_ for _ in ()).throw(Killed()) if step == 6 else Supervised.on_step_end(self, step, total)
+                )
+            },
+        ),
+    )
     with pytest.raises(Killed):
         train("killed_at_7", out=str(tmp_path / "b"), epochs=2, checkpoint_every=3, **cfg)
     state = ckpt_io.load(tmp_path / "b" / "last.pt")

@@ -1,4 +1,5 @@
 """SimCLR: views, the forward/backward pass, the representation before the head, bad input, the CLI."""
+
 import json
 import subprocess
 import sys
@@ -110,8 +111,24 @@ def test_cli_smoke_run(shapes_root, tmp_path):
     import os
 
     env = {**os.environ, "SSLBOOK_DATA": str(shapes_root), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "sslbook", "train", "simclr", "--epochs", "1", "--max-steps", "5", "--batch-size", "64",
-           "--no-progress", "--out", str(tmp_path / "run"), "--set", "temperature=0.2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sslbook",
+        "train",
+        "simclr",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "5",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "temperature=0.2",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -129,6 +146,7 @@ def test_exercise_checkers_accept_the_answer_and_reject_a_wrong_one():
 
     assert check_nt_xent(nt_xent)
     assert not check_nt_xent(lambda z1, z2, t: nt_xent(z1, z2, 2 * t))
+
     def bound(s):
         return math.log(len(s)) - F.cross_entropy(s, torch.arange(len(s)))
 

@@ -1,4 +1,5 @@
 """The generated shapes data set: determinism, shapes, labels, caching, bad input."""
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """The shapes data set's per-pixel class masks and boxes: the images stay those of before, and the masks
 and boxes agree with the drawn pixels."""
+
 import hashlib
 
 import pytest

@@ -1,4 +1,5 @@
 """The second generated domain, tabletop: deterministic, other classes and statistics, masks and boxes."""
+
 import torch
 
 from sslbook.data import load_dataset

@@ -1,4 +1,5 @@
 """The trainer: exact resumption, NaN stop, safe checkpoints, schedules, the CLI contract."""
+
 import json
 import subprocess
 import sys
@@ -76,7 +77,9 @@ def test_a_speed_run_stops_at_its_knn_target_and_a_resumed_one_trains_no_further
     from sslbook.cli import main
 
     cfg = {k: v for k, v in small.items() if k != "epochs"}
-    free = train("supervised", epochs=4, monitor_knn=128, monitor_every=3, target_knn=1.0, **cfg)  # not reached here (a perfect score)
+    free = train(
+        "supervised", epochs=4, monitor_knn=128, monitor_every=3, target_knn=1.0, **cfg
+    )  # not reached here (a perfect score)
     assert [m["epoch"] for m in free.monitor] == [0, 3, 4] and free.target_reached is None
     assert all(m["eval_seconds"] > 0 for m in free.monitor)
     at_init, at_3 = free.monitor[0]["knn_top1"], free.monitor[1]["knn_top1"]
@@ -89,8 +92,9 @@ def test_a_speed_run_stops_at_its_knn_target_and_a_resumed_one_trains_no_further
     assert run.target_reached["train_seconds"] == pytest.approx(run.train_seconds)
     assert f"after epoch 3, {run.train_seconds:.1f} s of training: stopping" in capsys.readouterr().err
     assert ckpt_io.load(tmp_path / "last.pt")["epoch"] == 3
-    again = train("supervised", out=str(tmp_path), epochs=4, monitor_knn=128, monitor_every=3, target_knn=at_3,
-                  resume=True, **cfg)
+    again = train(
+        "supervised", out=str(tmp_path), epochs=4, monitor_knn=128, monitor_every=3, target_knn=at_3, resume=True, **cfg
+    )
     assert again.steps == run.steps and torch.equal(_params(again.method), _params(run.method))
     assert again.metrics == run.metrics and again.target_reached == run.target_reached
     # the CLI prints the time to the target in its JSON line; without the monitor a target is refused
@@ -99,8 +103,24 @@ def test_a_speed_run_stops_at_its_knn_target_and_a_resumed_one_trains_no_further
     with pytest.raises(ValueError, match="monitor_every"):
         train("supervised", epochs=1, monitor_knn=64, monitor_every=0, **cfg)
     monkeypatch.setenv("SSLBOOK_DATA", small["data_kwargs"]["root"])
-    assert main(["train", "supervised", "--epochs", "1", "--batch-size", "64", "--no-progress", "--target-knn", "0.0",
-                 "--backbone", "convnet_small"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "supervised",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--no-progress",
+                "--target-knn",
+                "0.0",
+                "--backbone",
+                "convnet_small",
+            ]
+        )
+        == 0
+    )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["target_knn"] == 0.0 and last["target_reached"]["epoch"] == 0  # met at the initialisation: no training
     assert last["steps"] == 0 and last["train_seconds"] == 0
@@ -252,7 +272,9 @@ def test_supervised_learns(small, shapes_root):
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "sslbook", *args], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sslbook", *args], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_cli_list():
@@ -301,7 +323,9 @@ class MultiCropToy(Method):
     def make_views(self, images, labels):
         from sslbook.augment import random_resized_crop
 
-        return [random_resized_crop(images, 32, (0.4, 1.0))] + [random_resized_crop(images, 16, (0.05, 0.4)) for _ in range(2)]
+        return [random_resized_crop(images, 32, (0.4, 1.0))] + [
+            random_resized_crop(images, 16, (0.05, 0.4)) for _ in range(2)
+        ]
 
     def forward(self, views, labels):
         outs = [self.head(self.backbone(v)) for v in views]
@@ -344,7 +368,13 @@ def test_methods_that_need_indices_get_each_images_index(small, augment_on):
     train_set = load_dataset("shapes", "train", **small["data_kwargs"])
     IndexToy.label_table = torch.tensor([int(train_set[i][1]) for i in range(len(train_set))])
     register("index_toy", IndexToy)
-    result = train("index_toy", epochs=1, batch_size=32, augment_on=augment_on, **{k: v for k, v in small.items() if k not in ("epochs", "batch_size")})
+    result = train(
+        "index_toy",
+        epochs=1,
+        batch_size=32,
+        augment_on=augment_on,
+        **{k: v for k, v in small.items() if k not in ("epochs", "batch_size")},
+    )
     if augment_on == "device":  # views made in the training process: the method's buffer saw every index once
         assert result.method.seen.tolist() == [1] * 256
 

@@ -1,6 +1,7 @@
 """The trainer's promises the trainer tests leave implicit: the progress bar shows the loss and images/s,
 an infinite loss stops the run as a NaN does and leaves the last good checkpoint readable, and one
 environment variable switches the whole book's preset."""
+
 import pytest
 import torch
 from test_trainer import bad_loss
@@ -19,7 +20,9 @@ def test_progress_bar_shows_loss_and_images_per_second(small, capsys):
 
 def test_infinite_loss_stops_naming_the_step_and_the_last_good_checkpoint(small, tmp_path):
     register("inf_test", bad_loss(float("inf"), call=6))  # the sixth step, in the second epoch
-    with pytest.raises(NonFiniteLossError, match=r"loss is inf at step 6 \(epoch 2\).*last good checkpoint is .*last\.pt \(step 4"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is inf at step 6 \(epoch 2\).*last good checkpoint is .*last\.pt \(step 4"
+    ):
         train("inf_test", out=str(tmp_path), **small)  # 256 images / batch 64: 4 steps an epoch
     state = ckpt_io.load(tmp_path / "last.pt")  # epoch 1's checkpoint, intact
     assert state["epoch"] == 1 and state["step"] == 4 and not list(tmp_path.glob("*.tmp"))

@@ -1,4 +1,5 @@
 """Data sets by name: the generated ``shapes`` set and real ones (CIFAR, STL-10, ImageNet, folders)."""
+
 from sslbook.data.base import DataError, DataInfo, TensorImageDataset
 from sslbook.data.registry import DATA_ROOT, available, load_dataset
 

@@ -4,6 +4,7 @@ Every data set in sslbook yields ``(image, label)`` with ``image`` a ``uint8`` t
 ``3×H×W`` and ``label`` an ``int``. Images become floats in [0, 1] only on the device, inside the
 view-making code of a method (see :mod:`sslbook.augment`), so a batch travels as bytes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,7 +67,9 @@ class SegmentedImageDataset(TensorImageDataset):
     - :meth:`object_masks`: bool N×H×W, the labelled object's own pixels (``masks == 1 + label``).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DataInfo, masks: torch.Tensor, boxes: torch.Tensor):
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, info: DataInfo, masks: torch.Tensor, boxes: torch.Tensor
+    ):
         super().__init__(images, labels, info)
         if masks.shape != (images.shape[0], *images.shape[2:]):
             raise DataError(f"expected N×H×W masks for {tuple(images.shape)} images, got {tuple(masks.shape)}")
@@ -83,4 +86,6 @@ class SegmentedImageDataset(TensorImageDataset):
         return self.masks.long() == (self.labels + 1).view(-1, 1, 1)
 
     def subset(self, index: torch.Tensor) -> "SegmentedImageDataset":
-        return SegmentedImageDataset(self.images[index], self.labels[index], self.info, self.masks[index], self.boxes[index])
+        return SegmentedImageDataset(
+            self.images[index], self.labels[index], self.info, self.masks[index], self.boxes[index]
+        )

@@ -18,6 +18,7 @@ with ``drop_last=True``), so a run gives the same result on either path:
     >>> batches.set_epoch(epoch)
     >>> for images, labels in batches: ...
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,12 +38,22 @@ class DeviceBatches:
         with_indices: also yield each image's index in the data set (memory-bank methods), int64 on the device.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, rank: int = 0, world: int = 1,
-                 seed: int = 0, with_indices: bool = False):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        with_indices: bool = False,
+    ):
         if images.ndim != 4 or images.dtype != torch.uint8:
             raise DataError(f"DeviceBatches expects N×3×H×W uint8 images, got {tuple(images.shape)} {images.dtype}")
         if len(labels) != len(images) or labels.device != images.device:
-            raise DataError(f"DeviceBatches: {len(images)} images on {images.device} but {len(labels)} labels on {labels.device}")
+            raise DataError(
+                f"DeviceBatches: {len(images)} images on {images.device} but {len(labels)} labels on {labels.device}"
+            )
         if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
             raise ValueError(f"DeviceBatches: rank must be in [0, world), got rank={rank!r}, world={world!r}")
         if not (isinstance(batch_size, int) and batch_size >= 1):

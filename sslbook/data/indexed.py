@@ -1,8 +1,9 @@
 """A data set that also returns each image's index: what memory-bank methods need to find an image's slot.
 
-    >>> ds = WithIndex(load_dataset("shapes", "train"))
-    >>> image, label, index = ds[7]          # index == 7
+>>> ds = WithIndex(load_dataset("shapes", "train"))
+>>> image, label, index = ds[7]          # index == 7
 """
+
 from __future__ import annotations
 
 from torch.utils.data import Dataset

@@ -4,6 +4,7 @@ Nothing can be learned from them (a kNN or linear probe reads chance, 10%), but 
 training step exactly what a CIFAR-10 image does, so ``bench`` and ``train --data random`` measure the speed
 of a CIFAR recipe on a machine that has no CIFAR-10.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,9 @@ from sslbook.data.base import DataError, DataInfo, TensorImageDataset
 SIZES = {"train": 50_000, "test": 10_000}  # CIFAR-10's
 
 
-def random_dataset(n: int = SIZES["train"], image_size: int = 32, num_classes: int = 10, seed: int = 0) -> TensorImageDataset:
+def random_dataset(
+    n: int = SIZES["train"], image_size: int = 32, num_classes: int = 10, seed: int = 0
+) -> TensorImageDataset:
     """``n`` random uint8 images of shape 3×size×size (CIFAR's by default) with random labels, in memory."""
     if not (isinstance(n, int) and n > 0):
         raise ValueError(f"the number of random images must be a positive integer, got {n!r}")
@@ -23,8 +26,9 @@ def random_dataset(n: int = SIZES["train"], image_size: int = 32, num_classes: i
     return TensorImageDataset(images, labels, DataInfo("random", [str(i) for i in range(num_classes)], image_size))
 
 
-def load_random(split: str, image_size: int = 32, n_train: int = SIZES["train"], n_test: int = SIZES["test"],
-                seed: int = 0) -> TensorImageDataset:
+def load_random(
+    split: str, image_size: int = 32, n_train: int = SIZES["train"], n_test: int = SIZES["test"], seed: int = 0
+) -> TensorImageDataset:
     """The ``train`` or ``test`` split of the ``random`` data set (different images: seeds ``seed``, ``seed + 1``)."""
     if split not in SIZES:
         raise DataError(f"random has splits 'train' and 'test', not {split!r}")

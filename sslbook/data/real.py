@@ -12,6 +12,7 @@ A missing data set raises :class:`DataError` naming the path and how to get the 
 downloads anything; ``download=True`` (the CLI's ``--download``) asks torchvision to fetch CIFAR or
 STL-10 into the data folder, and only then.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,20 +38,34 @@ class _DataOnlyUnpickler(pickle.Unpickler):
     crafted ``data_batch_1`` put into ``data/`` would run code when the data set is loaded."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
-        ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "set"),
-        ("builtins", "bytes"), ("builtins", "bytearray"), ("builtins", "str"), ("builtins", "int"),
-        ("builtins", "float"), ("builtins", "bool"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
+        ("builtins", "list"),
+        ("builtins", "dict"),
+        ("builtins", "tuple"),
+        ("builtins", "set"),
+        ("builtins", "bytes"),
+        ("builtins", "bytearray"),
+        ("builtins", "str"),
+        ("builtins", "int"),
+        ("builtins", "float"),
+        ("builtins", "bool"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"it asks for {module}.{name}, which no data set file contains: refusing to load it "
-                                     "(loading it could run code)")
+        raise pickle.UnpicklingError(
+            f"it asks for {module}.{name}, which no data set file contains: refusing to load it "
+            "(loading it could run code)"
+        )
 
 
 def safe_unpickle(f, encoding: str = "bytes"):
@@ -108,7 +123,11 @@ def load_cifar(name: str, split: str, root: Path, download: bool = False) -> Ten
             raise DataError(f"{folder / f} is not a {name} batch file (no {key!r} entry)")
         images.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(d[key])
-    meta = _unpickle(folder / ("batches.meta" if ten else "meta")) if (folder / ("batches.meta" if ten else "meta")).is_file() else {}
+    meta = (
+        _unpickle(folder / ("batches.meta" if ten else "meta"))
+        if (folder / ("batches.meta" if ten else "meta")).is_file()
+        else {}
+    )
     names = meta.get(b"label_names" if ten else b"fine_label_names")
     classes = [n.decode() for n in names] if names else [str(i) for i in range(10 if ten else 100)]
     mean, std = CIFAR10_STATS if ten else CIFAR100_STATS
@@ -163,7 +182,9 @@ def load_stl10(split: str, root: Path, download: bool = False):
         raise DataError(f"stl10 labels not found: expected {y_path}")
     labels = np.fromfile(y_path, dtype=np.uint8).astype(np.int64) - 1  # stored as 1..10
     if len(labels) != len(images):
-        raise DataError(f"{y_path} holds {len(labels)} labels for the {len(images)} images of {x_path}: one of them is damaged")
+        raise DataError(
+            f"{y_path} holds {len(labels)} labels for the {len(images)} images of {x_path}: one of them is damaged"
+        )
     return TensorImageDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), info)
 
 
@@ -226,10 +247,14 @@ class ImageFolderDataset(Dataset):
 def load_folder(root: Path, split: str, image_size: int, name: str = "folder") -> ImageFolderDataset:
     """``root/train`` for ``train``; ``root/val`` (or ``root/test``) for ``test``."""
     if not root.is_dir():
-        how = ("\nImageNet cannot be downloaded automatically: after accepting its terms at https://image-net.org/download.php, "
-               "get ILSVRC2012's train and validation archives and unpack them as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG "
-               "(the validation images sorted into class folders), or point to an existing copy with --data folder:PATH "
-               "or $SSLBOOK_DATA." if name == "imagenet" else "")
+        how = (
+            "\nImageNet cannot be downloaded automatically: after accepting its terms at https://image-net.org/download.php, "
+            "get ILSVRC2012's train and validation archives and unpack them as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG "
+            "(the validation images sorted into class folders), or point to an existing copy with --data folder:PATH "
+            "or $SSLBOOK_DATA."
+            if name == "imagenet"
+            else ""
+        )
         raise DataError(
             f"{name} not found: expected a folder {root} with train/ and val/ inside, one sub-folder per class." + how
         )
@@ -238,7 +263,9 @@ def load_folder(root: Path, split: str, image_size: int, name: str = "folder") -
         raise DataError(f"{name} has splits 'train' and 'test' (read from val/), not {split!r}")
     for s in sub:
         if (root / s).is_dir():
-            train_classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir()) if (root / "train").is_dir() else None
+            train_classes = (
+                sorted(d.name for d in (root / "train").iterdir() if d.is_dir()) if (root / "train").is_dir() else None
+            )
             ds = ImageFolderDataset(root / s, image_size, name=name)
             if train_classes is not None and split == "test" and ds.info.classes != train_classes:
                 raise DataError(f"{root / s} and {root / 'train'} have different class folders")

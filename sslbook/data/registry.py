@@ -15,6 +15,7 @@ name            what                                                    pre-trai
 
 Files live under :data:`DATA_ROOT`: ``$SSLBOOK_DATA`` if set, else the repository's ``data/`` folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,9 @@ from pathlib import Path
 from sslbook.data.base import DataError
 
 _REPO_DATA = Path(__file__).resolve().parents[2] / "data"
-DATA_ROOT = Path(os.environ.get("SSLBOOK_DATA", _REPO_DATA if _REPO_DATA.is_dir() else Path.home() / ".cache" / "sslbook" / "data"))
+DATA_ROOT = Path(
+    os.environ.get("SSLBOOK_DATA", _REPO_DATA if _REPO_DATA.is_dir() else Path.home() / ".cache" / "sslbook" / "data")
+)
 
 NAMES = ("shapes", "tabletop", "cifar10", "cifar100", "stl10", "imagenet", "random")
 
@@ -37,7 +40,9 @@ def pretrain_split(name: str) -> str:
     return "unlabeled" if name == "stl10" else "train"
 
 
-def load_dataset(name: str, split: str = "train", root=None, download: bool = False, image_size: int | None = None, **kwargs):
+def load_dataset(
+    name: str, split: str = "train", root=None, download: bool = False, image_size: int | None = None, **kwargs
+):
     """The data set ``name``'s ``split`` (``train``, ``test``, or ``unlabeled`` for STL-10).
 
     Returns a Dataset of ``(uint8 3×H×W image, int label)`` with an ``info`` attribute
@@ -71,6 +76,6 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
     if name == "imagenet" or name.startswith("folder:"):
         from sslbook.data.real import load_folder
 
-        path = root / "imagenet" if name == "imagenet" else Path(name[len("folder:"):]).expanduser()
+        path = root / "imagenet" if name == "imagenet" else Path(name[len("folder:") :]).expanduser()
         return load_folder(path, split, image_size or 224, name="imagenet" if name == "imagenet" else "folder")
     raise DataError(f"unknown data set {name!r}; choose one of {', '.join(available())}")

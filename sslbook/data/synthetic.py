@@ -29,6 +29,7 @@ What this buys the book
   relative position, jigsaw and inpainting can be solved only by looking at the content.
 - The background styles are drawn independently of the class: the background does not name the class.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,16 @@ import torch.nn.functional as F
 from sslbook.data.base import DataError, DataInfo, SegmentedImageDataset, TensorImageDataset
 
 CLASSES: list[str] = [
-    "house", "tree", "car", "person", "boat", "flower", "mushroom", "lamp post", "cup", "snowman",
+    "house",
+    "tree",
+    "car",
+    "person",
+    "boat",
+    "flower",
+    "mushroom",
+    "lamp post",
+    "cup",
+    "snowman",
 ]
 
 # the classes of the per-pixel masks (``generate(..., masks=True)``): 0 is the background
@@ -54,6 +64,7 @@ _CHUNK = 1024
 # ----------------------------------------------------------------------------------------------
 # Small vectorised helpers. Shapes: n images, a grid of H×W pixels; params are (n,) tensors.
 # ----------------------------------------------------------------------------------------------
+
 
 def _u(g: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
     return torch.rand(n, generator=g) * (high - low) + low
@@ -115,6 +126,7 @@ class _Canvas:
 # with the object standing on v = 0 and centred on u = 0.
 # ----------------------------------------------------------------------------------------------
 
+
 def _rect(u, v, u0, u1, v0, v1):
     return (u >= _c(u0)) & (u <= _c(u1)) & (v >= _c(v0)) & (v <= _c(v1))
 
@@ -144,12 +156,20 @@ def _draw_house(cv: _Canvas, g, u, v, shade):
     cv.paint(_rect(u, v, -w, w, _full(n, 0), wall_h), wall, shade)
     cv.paint(_trapezoid(u, v, _full(n, 0), wall_h, wall_h + roof_h, w + 0.08, _full(n, 0.0)), roof, shade)
     door_u = _u(g, n, -0.5, 0.5) * w * 0.6
-    cv.paint(_rect(u, v, door_u - 0.07, door_u + 0.07, _full(n, 0), _full(n, 0.24)), _random_colour(g, n, (0.0, 0.1), (0.4, 0.7), (0.15, 0.35)), shade)
+    cv.paint(
+        _rect(u, v, door_u - 0.07, door_u + 0.07, _full(n, 0), _full(n, 0.24)),
+        _random_colour(g, n, (0.0, 0.1), (0.4, 0.7), (0.15, 0.35)),
+        shade,
+    )
     glass = _random_colour(g, n, (0.12, 0.6), (0.2, 0.6), (0.7, 1.0))
     for side in (-1, 1):
         wu = _full(n, side * 0.5) * w
         wv = wall_h * 0.65
-        cv.paint(_rect(u, v, wu - 0.06, wu + 0.06, wv - 0.06, wv + 0.06) & ((wu - door_u).abs().view(-1, 1, 1) > 0.14), glass, shade)
+        cv.paint(
+            _rect(u, v, wu - 0.06, wu + 0.06, wv - 0.06, wv + 0.06) & ((wu - door_u).abs().view(-1, 1, 1) > 0.14),
+            glass,
+            shade,
+        )
 
 
 def _draw_tree(cv: _Canvas, g, u, v, shade):
@@ -158,13 +178,18 @@ def _draw_tree(cv: _Canvas, g, u, v, shade):
     trunk_w = _u(g, n, 0.04, 0.08)
     bark = _random_colour(g, n, (0.05, 0.1), (0.4, 0.7), (0.2, 0.4))
     autumn = torch.rand(n, generator=g) < 0.15
-    leaves = torch.where(autumn[:, None], _random_colour(g, n, (0.03, 0.12), (0.6, 0.9), (0.5, 0.85)),
-                         _random_colour(g, n, (0.22, 0.4), (0.45, 0.9), (0.3, 0.7)))
+    leaves = torch.where(
+        autumn[:, None],
+        _random_colour(g, n, (0.03, 0.12), (0.6, 0.9), (0.5, 0.85)),
+        _random_colour(g, n, (0.22, 0.4), (0.45, 0.9), (0.3, 0.7)),
+    )
     cv.paint(_rect(u, v, -trunk_w, trunk_w, _full(n, 0), trunk_h + 0.1), bark, shade)
     conifer = (torch.rand(n, generator=g) < 0.4).view(-1, 1, 1)
     r = _u(g, n, 0.22, 0.34)
     round_crown = _ellipse(u, v, _full(n, 0), trunk_h + r * 0.8, r * _u(g, n, 0.85, 1.25), r)
-    cone = _trapezoid(u, v, _full(n, 0), trunk_h * 0.5, trunk_h + _u(g, n, 0.6, 0.8), _u(g, n, 0.25, 0.35), _full(n, 0.0))
+    cone = _trapezoid(
+        u, v, _full(n, 0), trunk_h * 0.5, trunk_h + _u(g, n, 0.6, 0.8), _u(g, n, 0.25, 0.35), _full(n, 0.0)
+    )
     crown = torch.where(conifer, cone, round_crown)
     texture = 1 + 0.18 * torch.sin(u * 60 + v * 37) * torch.sin(v * 55 - u * 20)
     cv.paint(crown, leaves, shade * texture)
@@ -177,8 +202,17 @@ def _draw_car(cv: _Canvas, g, u, v, shade):
     shift = _u(g, n, -0.12, 0.12)
     cabin_h = _u(g, n, 0.16, 0.24)
     cv.paint(_trapezoid(u, v, shift, _full(n, 0.33), 0.33 + cabin_h, half * 0.6, half * 0.38), body, shade)
-    cv.paint(_trapezoid(u, v, shift, _full(n, 0.36), 0.3 + cabin_h, half * 0.5, half * 0.32), _random_colour(g, n, (0.5, 0.62), (0.1, 0.4), (0.6, 0.9)), shade)
-    cv.paint(_rect(u, v, -half, half, _full(n, 0.1), _full(n, 0.35)) & ~(_ellipse(u, v, -half, _full(n, 0.35), _full(n, 0.08), _full(n, 0.08)) & (u < _c(-half) + 0.08)), body, shade)
+    cv.paint(
+        _trapezoid(u, v, shift, _full(n, 0.36), 0.3 + cabin_h, half * 0.5, half * 0.32),
+        _random_colour(g, n, (0.5, 0.62), (0.1, 0.4), (0.6, 0.9)),
+        shade,
+    )
+    cv.paint(
+        _rect(u, v, -half, half, _full(n, 0.1), _full(n, 0.35))
+        & ~(_ellipse(u, v, -half, _full(n, 0.35), _full(n, 0.08), _full(n, 0.08)) & (u < _c(-half) + 0.08)),
+        body,
+        shade,
+    )
     lamp = _random_colour(g, n, (0.1, 0.16), (0.1, 0.5), (0.9, 1.0))
     cv.paint(_rect(u, v, half - 0.05, half, _full(n, 0.24), _full(n, 0.3)), lamp)
     for side in (-1, 1):
@@ -194,7 +228,11 @@ def _draw_person(cv: _Canvas, g, u, v, shade):
     skin = _random_colour(g, n, (0.04, 0.1), (0.3, 0.6), (0.35, 0.95))
     stride = _u(g, n, 0.0, 0.07)
     for side in (-1, 1):
-        cv.paint(_trapezoid(u, v, side * (0.05 + stride), _full(n, 0), _full(n, 0.42), _full(n, 0.04), _full(n, 0.045)), trousers, shade)
+        cv.paint(
+            _trapezoid(u, v, side * (0.05 + stride), _full(n, 0), _full(n, 0.42), _full(n, 0.04), _full(n, 0.045)),
+            trousers,
+            shade,
+        )
     cv.paint(_trapezoid(u, v, _full(n, 0), _full(n, 0.4), _full(n, 0.74), _full(n, 0.12), _full(n, 0.14)), shirt, shade)
     arm_up = (torch.rand(n, generator=g) < 0.3).view(-1, 1, 1)
     for side in (-1, 1):
@@ -228,12 +266,16 @@ def _draw_flower(cv: _Canvas, g, u, v, shade):
     cv.paint(_rect(u, v, _full(n, -0.025), _full(n, 0.025), _full(n, 0), height), green, shade)
     for side in (-1, 1):
         cv.paint(_ellipse(u, v, _full(n, side * 0.09), height * 0.4, _full(n, 0.09), _full(n, 0.035)), green, shade)
-    petal = hsv_to_rgb(torch.where(torch.rand(n, generator=g) < 0.5, _u(g, n, -0.05, 0.15) % 1, _u(g, n, 0.72, 0.95)), _u(g, n, 0.55, 1.0), _u(g, n, 0.7, 1.0))
+    petal = hsv_to_rgb(
+        torch.where(torch.rand(n, generator=g) < 0.5, _u(g, n, -0.05, 0.15) % 1, _u(g, n, 0.72, 0.95)),
+        _u(g, n, 0.55, 1.0),
+        _u(g, n, 0.7, 1.0),
+    )
     k = torch.randint(5, 8, (n,), generator=g).float()
     phase = _u(g, n, 0, 2 * math.pi)
     du, dv = u, v - _c(height + 0.12)
     angle = torch.atan2(dv, du)
-    radius = torch.sqrt(du ** 2 + dv ** 2)
+    radius = torch.sqrt(du**2 + dv**2)
     petals = radius <= 0.1 + 0.07 * torch.cos(_c(k) * angle + _c(phase)).clamp(min=0)
     cv.paint(petals, petal, shade)
     cv.paint(radius <= 0.055, _random_colour(g, n, (0.08, 0.16), (0.6, 1.0), (0.35, 0.95)), shade)
@@ -243,9 +285,17 @@ def _draw_mushroom(cv: _Canvas, g, u, v, shade):
     n = u.shape[0]
     stem_w = _u(g, n, 0.07, 0.12)
     stem_h = _u(g, n, 0.3, 0.45)
-    cv.paint(_trapezoid(u, v, _full(n, 0), _full(n, 0), stem_h, stem_w * 1.2, stem_w), _random_colour(g, n, (0.08, 0.15), (0.05, 0.25), (0.75, 0.95)), shade)
+    cv.paint(
+        _trapezoid(u, v, _full(n, 0), _full(n, 0), stem_h, stem_w * 1.2, stem_w),
+        _random_colour(g, n, (0.08, 0.15), (0.05, 0.25), (0.75, 0.95)),
+        shade,
+    )
     red = torch.rand(n, generator=g) < 0.55
-    cap_colour = torch.where(red[:, None], _random_colour(g, n, (-0.02, 0.03), (0.75, 1.0), (0.6, 0.95)), _random_colour(g, n, (0.05, 0.1), (0.4, 0.8), (0.3, 0.65)))
+    cap_colour = torch.where(
+        red[:, None],
+        _random_colour(g, n, (-0.02, 0.03), (0.75, 1.0), (0.6, 0.95)),
+        _random_colour(g, n, (0.05, 0.1), (0.4, 0.8), (0.3, 0.65)),
+    )
     ru, rv = _u(g, n, 0.28, 0.42), _u(g, n, 0.18, 0.3)
     cap = _ellipse(u, v, _full(n, 0), stem_h - 0.02, ru, rv) & (v >= _c(stem_h - 0.02))
     cv.paint(cap, cap_colour, shade)
@@ -262,7 +312,7 @@ def _draw_lamp_post(cv: _Canvas, g, u, v, shade):
     cv.paint(_trapezoid(u, v, _full(n, 0), _full(n, 0), _full(n, 0.08), _full(n, 0.08), _full(n, 0.04)), metal, shade)
     cv.paint(_rect(u, v, _full(n, -0.022), _full(n, 0.022), _full(n, 0), height), metal, shade)
     light = _random_colour(g, n, (0.1, 0.17), (0.2, 0.7), (0.9, 1.0))
-    glow = torch.exp(-((u ** 2 + (v - _c(height - 0.02)) ** 2) / 0.02))
+    glow = torch.exp(-((u**2 + (v - _c(height - 0.02)) ** 2) / 0.02))
     cv.img = cv.img + 0.25 * glow.unsqueeze(1) * light.view(-1, 3, 1, 1)
     cv.paint(_ellipse(u, v, _full(n, 0), height - 0.03, _full(n, 0.06), _full(n, 0.06)), light)
     cv.paint(_trapezoid(u, v, _full(n, 0), height, height + 0.07, _full(n, 0.1), _full(n, 0.03)), metal, shade)
@@ -273,7 +323,9 @@ def _draw_cup(cv: _Canvas, g, u, v, shade):
     colour = _random_colour(g, n, (0.0, 1.0), (0.0, 0.9), (0.45, 1.0))
     top, half = _u(g, n, 0.38, 0.5), _u(g, n, 0.18, 0.25)
     cv.paint(_ellipse(u, v, _full(n, 0), _full(n, 0.02), half * 1.6, _full(n, 0.035)), torch.full((n, 3), 0.85), shade)
-    ring = _ellipse(u, v, half * 1.05, top * 0.55, half * 0.5, top * 0.28) & ~_ellipse(u, v, half * 1.05, top * 0.55, half * 0.25, top * 0.15)
+    ring = _ellipse(u, v, half * 1.05, top * 0.55, half * 0.5, top * 0.28) & ~_ellipse(
+        u, v, half * 1.05, top * 0.55, half * 0.25, top * 0.15
+    )
     cv.paint(ring, colour, shade)
     cv.paint(_trapezoid(u, v, _full(n, 0), _full(n, 0.03), top, half * 0.75, half), colour, shade)
     cv.paint(_ellipse(u, v, _full(n, 0), top, half, _full(n, 0.04)), colour * 0.5 + 0.1, shade)
@@ -303,17 +355,39 @@ def _draw_snowman(cv: _Canvas, g, u, v, shade):
     cv.paint(hat & _rect(u, v, -r3 * 1.05, r3 * 1.05, v3 + r3 * 0.7, v3 + r3 * 0.8), black)
 
 
-_DRAW = [_draw_house, _draw_tree, _draw_car, _draw_person, _draw_boat, _draw_flower, _draw_mushroom,
-         _draw_lamp_post, _draw_cup, _draw_snowman]
+_DRAW = [
+    _draw_house,
+    _draw_tree,
+    _draw_car,
+    _draw_person,
+    _draw_boat,
+    _draw_flower,
+    _draw_mushroom,
+    _draw_lamp_post,
+    _draw_cup,
+    _draw_snowman,
+]
 # (min, max) object size as a fraction of the image height, per class (people are tall and thin, …)
-_SIZE = [(0.5, 0.8), (0.55, 0.85), (0.5, 0.75), (0.55, 0.85), (0.5, 0.75), (0.55, 0.8), (0.5, 0.75),
-         (0.6, 0.85), (0.55, 0.8), (0.5, 0.75)]
+_SIZE = [
+    (0.5, 0.8),
+    (0.55, 0.85),
+    (0.5, 0.75),
+    (0.55, 0.85),
+    (0.5, 0.75),
+    (0.55, 0.8),
+    (0.5, 0.75),
+    (0.6, 0.85),
+    (0.55, 0.8),
+    (0.5, 0.75),
+]
 
-_SKIES = torch.tensor([
-    [[0.25, 0.45, 0.85], [0.7, 0.85, 1.0]],   # clear day: deep blue above, pale at the horizon
-    [[0.55, 0.58, 0.62], [0.8, 0.82, 0.85]],  # overcast
-    [[0.35, 0.3, 0.6], [0.98, 0.7, 0.45]],    # dusk
-])
+_SKIES = torch.tensor(
+    [
+        [[0.25, 0.45, 0.85], [0.7, 0.85, 1.0]],  # clear day: deep blue above, pale at the horizon
+        [[0.55, 0.58, 0.62], [0.8, 0.82, 0.85]],  # overcast
+        [[0.35, 0.3, 0.6], [0.98, 0.7, 0.45]],  # dusk
+    ]
+)
 _GROUNDS = torch.tensor([[0.3, 0.55, 0.2], [0.45, 0.33, 0.2], [0.85, 0.75, 0.5], [0.88, 0.9, 0.95], [0.4, 0.45, 0.3]])
 
 
@@ -377,22 +451,37 @@ def _render(n: int, seed: int, size: int, labels: torch.Tensor, track: bool = Fa
     sky_img = sky[:, 0].view(-1, 3, 1, 1) * (1 - t) + sky[:, 1].view(-1, 3, 1, 1) * t
     ground = _pick(g, n, _GROUNDS) * _u(g, n, 0.75, 1.05)[:, None] + (torch.rand(n, 3, generator=g) - 0.5) * 0.12
     depth = ((cv.Y - horizon) / (1 - horizon).clamp(min=0.05)).clamp(0, 1)
-    ground_shade = (1.0 - 0.25 * depth) * (1 + 0.15 * _smooth_noise(g, n, big, 6)) * (1 + 0.06 * _smooth_noise(g, n, big, 16))
+    ground_shade = (
+        (1.0 - 0.25 * depth) * (1 + 0.15 * _smooth_noise(g, n, big, 6)) * (1 + 0.06 * _smooth_noise(g, n, big, 16))
+    )
     ground_img = ground.view(-1, 3, 1, 1) * ground_shade.unsqueeze(1)
     below = (cv.Y >= horizon).unsqueeze(1).float()
     cv.img = sky_img * (1 - below) + ground_img * below
     # clouds in the sky
     for _ in range(3):
         on = (torch.rand(n, generator=g) < 0.5).view(-1, 1, 1)
-        cloud = _ellipse(cv.X + 0 * cv.Y, cv.Y + 0 * cv.X, _u(g, n, 0, 1), _c(horizon.mean(dim=(1, 2))).flatten() * _u(g, n, 0.15, 0.6),
-                         _u(g, n, 0.08, 0.2), _u(g, n, 0.03, 0.06))
+        cloud = _ellipse(
+            cv.X + 0 * cv.Y,
+            cv.Y + 0 * cv.X,
+            _u(g, n, 0, 1),
+            _c(horizon.mean(dim=(1, 2))).flatten() * _u(g, n, 0.15, 0.6),
+            _u(g, n, 0.08, 0.2),
+            _u(g, n, 0.03, 0.06),
+        )
         cv.paint(on & cloud & (cv.Y < horizon), torch.full((n, 3), 0.97), alpha=0.8)
     # rocks on the ground
     for _ in range(3):
         on = (torch.rand(n, generator=g) < 0.45).view(-1, 1, 1)
         hy = horizon.mean(dim=(1, 2))
         ry = _u(g, n, 0.015, 0.04)
-        rock = _ellipse(cv.X + 0 * cv.Y, cv.Y + 0 * cv.X, _u(g, n, 0, 1), hy + (1 - hy) * _u(g, n, 0.1, 1.0), ry * _u(g, n, 1.2, 2.5), ry)
+        rock = _ellipse(
+            cv.X + 0 * cv.Y,
+            cv.Y + 0 * cv.X,
+            _u(g, n, 0, 1),
+            hy + (1 - hy) * _u(g, n, 0.1, 1.0),
+            ry * _u(g, n, 1.2, 2.5),
+            ry,
+        )
         grey = _u(g, n, 0.25, 0.6)[:, None] * torch.tensor([[1.0, 0.97, 0.92]])
         cv.paint(on & rock, grey, 1.1 - 0.4 * (cv.Y > 0).float())
     hy = horizon.mean(dim=(1, 2))
@@ -409,7 +498,9 @@ def _render(n: int, seed: int, size: int, labels: torch.Tensor, track: bool = Fa
     size_ = lo + (hi - lo) * torch.rand(n, generator=g)
     base = hy + (1 - hy) * _u(g, n, 0.45, 1.0) + 0.03
     cx = _u(g, n, 0.22, 0.78)
-    shadow = _ellipse(cv.X + 0 * cv.Y, cv.Y + 0 * cv.X, cx + size_ * _u(g, n, 0.0, 0.15), base, size_ * 0.45, size_ * 0.06)
+    shadow = _ellipse(
+        cv.X + 0 * cv.Y, cv.Y + 0 * cv.X, cx + size_ * _u(g, n, 0.0, 0.15), base, size_ * 0.45, size_ * 0.06
+    )
     cv.paint(shadow, torch.zeros(n, 3), alpha=0.3)
     _draw_object(cv, g, all_idx, labels, cx, base, size_)
     # lighting of the whole scene: brightness and a colour tint; then down-sample and sensor noise
@@ -442,7 +533,7 @@ def generate(n: int, seed: int, image_size: int = 32, masks: bool = False, _draw
     labels = labels[torch.randperm(n, generator=g)]
     chunks, seg_chunks = [], []
     for i, start in enumerate(range(0, n, _CHUNK)):
-        part = labels[start:start + _CHUNK]
+        part = labels[start : start + _CHUNK]
         out = _render(len(part), seed * 1_000_003 + i, image_size, part, track=masks, draw_objects=_draw_objects)
         chunks.append(out[0] if masks else out)
         if masks:
@@ -472,7 +563,10 @@ def _load_masks(folder: Path, split: str, n: int, seed: int, image_size: int, im
     if path.is_file():
         try:
             state = torch.load(path, weights_only=True)
-            if state["masks"].shape == (len(images), image_size, image_size) and state["boxes"].shape == (len(images), 4):
+            if state["masks"].shape == (len(images), image_size, image_size) and state["boxes"].shape == (
+                len(images),
+                4,
+            ):
                 return state["masks"], state["boxes"]
         except Exception:
             pass  # interrupted or foreign write: regenerate
@@ -483,8 +577,9 @@ def _load_masks(folder: Path, split: str, n: int, seed: int, image_size: int, im
     return masks, boxes
 
 
-def load_shapes(split: str, root, seed: int = 0, n_train: int = 10000, n_test: int = 2000, image_size: int = 32,
-                masks: bool = False) -> TensorImageDataset:
+def load_shapes(
+    split: str, root, seed: int = 0, n_train: int = 10000, n_test: int = 2000, image_size: int = 32, masks: bool = False
+) -> TensorImageDataset:
     """The ``train`` or ``test`` split of the shapes data set, generated once and cached under ``root``.
 
     The test split uses a seed derived from ``seed``, so the splits never share an image. The cache

@@ -13,6 +13,7 @@ statistics. Each 32×32 image (drawn at twice the size and averaged down, as ``s
 Like ``shapes`` it is deterministic in its seed, cached under the data folder, and, with
 ``masks=True``, gives each image's per-pixel class mask (0 = surface) and the labelled object's box.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ _SUPERSAMPLE = 2
 
 def _shape_mask(kind: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Object coordinates u, v (n×H×W, unit = the object's radius) → n×H×W bool, per image's class ``kind``."""
-    r = torch.sqrt(u ** 2 + v ** 2)
+    r = torch.sqrt(u**2 + v**2)
     k = kind.view(-1, 1, 1)
     disc = r <= 1
     square = (u.abs() <= 0.85) & (v.abs() <= 0.85)
@@ -84,12 +85,34 @@ def generate(n: int, seed: int, image_size: int = 32, masks: bool = False):
     # clutter: a smaller object of another class in half the scenes, then the labelled object on top
     other = (labels + torch.randint(1, len(CLASSES), (n,), generator=g)) % len(CLASSES)
     has_other = torch.rand(n, generator=g) < 0.5
-    o_img, o_seg = _paint_object(img, seg, g, other, _u(g, n, 0.15, 0.85), _u(g, n, 0.15, 0.85), _u(g, n, 0.08, 0.13),
-                                 _u(g, n, 0, 2 * math.pi), other + 1, X, Y)
+    o_img, o_seg = _paint_object(
+        img,
+        seg,
+        g,
+        other,
+        _u(g, n, 0.15, 0.85),
+        _u(g, n, 0.15, 0.85),
+        _u(g, n, 0.08, 0.13),
+        _u(g, n, 0, 2 * math.pi),
+        other + 1,
+        X,
+        Y,
+    )
     img = torch.where(has_other.view(-1, 1, 1, 1), o_img, img)
     seg = torch.where(has_other.view(-1, 1, 1), o_seg, seg)
-    img, seg = _paint_object(img, seg, g, labels, _u(g, n, 0.3, 0.7), _u(g, n, 0.3, 0.7), _u(g, n, 0.16, 0.28),
-                             _u(g, n, 0, 2 * math.pi), labels + 1, X, Y)
+    img, seg = _paint_object(
+        img,
+        seg,
+        g,
+        labels,
+        _u(g, n, 0.3, 0.7),
+        _u(g, n, 0.3, 0.7),
+        _u(g, n, 0.16, 0.28),
+        _u(g, n, 0, 2 * math.pi),
+        labels + 1,
+        X,
+        Y,
+    )
     img = F.avg_pool2d(img, _SUPERSAMPLE)
     img = img + torch.randn(img.shape, generator=g) * 0.03
     images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -99,8 +122,9 @@ def generate(n: int, seed: int, image_size: int = 32, masks: bool = False):
     return images, labels, seg, _box_of(seg == (labels + 1).view(-1, 1, 1).to(torch.uint8))
 
 
-def load_tabletop(split: str, root, seed: int = 0, n_train: int = 2000, n_test: int = 1000, image_size: int = 32,
-                  masks: bool = False) -> TensorImageDataset:
+def load_tabletop(
+    split: str, root, seed: int = 0, n_train: int = 2000, n_test: int = 1000, image_size: int = 32, masks: bool = False
+) -> TensorImageDataset:
     """The ``train`` or ``test`` split of ``tabletop``, generated once (with its masks) and cached under ``root``;
     the test split's seed differs, ``info.mean``/``std`` are the training split's."""
     if split not in ("train", "test"):
@@ -123,8 +147,14 @@ def load_tabletop(split: str, root, seed: int = 0, n_train: int = 2000, n_test: 
             mean, std = torch.tensor(train.info.mean), torch.tensor(train.info.std)
         state = {"images": images, "labels": labels, "masks": seg, "boxes": boxes, "mean": mean, "std": std}
         _save_atomic(state, path)
-    info = DataInfo("tabletop", list(CLASSES), image_size, tuple(state["mean"].tolist()), tuple(state["std"].tolist()),
-                    extra={"mask_classes": list(MASK_CLASSES)})
+    info = DataInfo(
+        "tabletop",
+        list(CLASSES),
+        image_size,
+        tuple(state["mean"].tolist()),
+        tuple(state["std"].tolist()),
+        extra={"mask_classes": list(MASK_CLASSES)},
+    )
     if masks:
         return SegmentedImageDataset(state["images"], state["labels"], info, state["masks"], state["boxes"])
     return TensorImageDataset(state["images"], state["labels"], info)

@@ -14,6 +14,7 @@ frame's mask and scores it against them.
 A real video can be used instead: :class:`FrameFolder` reads ``root/<video>/<frame files>`` (frames
 sorted by name); it has no masks.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,9 +48,12 @@ class MovingShapes:
         speed = self.speed[0] + (self.speed[1] - self.speed[0]) * u(k)
         radius = self.radius[0] + (self.radius[1] - self.radius[0]) * u(k)
         return dict(
-            colours=colours, bg=bg, bg_phase=u(2) * 2 * math.pi,
+            colours=colours,
+            bg=bg,
+            bg_phase=u(2) * 2 * math.pi,
             shape=torch.randint(0, len(self.SHAPES), (k,), generator=g),
-            radius=radius, start=radius.unsqueeze(1) + (1 - 2 * radius.unsqueeze(1)) * u(k, 2),
+            radius=radius,
+            start=radius.unsqueeze(1) + (1 - 2 * radius.unsqueeze(1)) * u(k, 2),
             velocity=torch.stack([torch.cos(angle), torch.sin(angle)], 1) * speed.unsqueeze(1),
         )
 
@@ -82,13 +86,16 @@ class MovingShapes:
         xx, yy = xx.view(1, 1, s, s), yy.view(1, 1, s, s)
         for k in range(self.n_objects):  # painted back to front: object k occludes objects < k
             r = p["radius"][:, k].view(n, 1)  # N×1
-            pos = self._bounce(p["start"][:, k].unsqueeze(1) + t.view(1, -1, 1) * p["velocity"][:, k].unsqueeze(1),
-                               r.unsqueeze(2), 1 - r.unsqueeze(2))  # N×T×2 (x, y)
+            pos = self._bounce(
+                p["start"][:, k].unsqueeze(1) + t.view(1, -1, 1) * p["velocity"][:, k].unsqueeze(1),
+                r.unsqueeze(2),
+                1 - r.unsqueeze(2),
+            )  # N×T×2 (x, y)
             r = r.view(n, 1, 1, 1)
             dx = xx - pos[..., 0].view(n, -1, 1, 1)  # N×T×S×S
             dy = yy - pos[..., 1].view(n, -1, 1, 1)
             kind = p["shape"][:, k].view(n, 1, 1, 1)
-            disc = dx ** 2 + dy ** 2 <= r ** 2
+            disc = dx**2 + dy**2 <= r**2
             square = (dx.abs() <= 0.8 * r) & (dy.abs() <= 0.8 * r)
             diamond = dx.abs() + dy.abs() <= 1.1 * r
             inside = torch.where(kind == 0, disc, torch.where(kind == 1, square, diamond))  # N×T×S×S
@@ -116,7 +123,9 @@ class FrameFolder:
         self.videos = [v for v, f in zip(self.videos, self.frames) if len(f) >= 2]
         self.frames = [f for f in self.frames if len(f) >= 2]
         if not self.videos:
-            raise DataError(f"{root} holds no video: expected {root}/<video name>/<frame images> with at least 2 frames each")
+            raise DataError(
+                f"{root} holds no video: expected {root}/<video name>/<frame images> with at least 2 frames each"
+            )
 
     def _load(self, path: Path) -> torch.Tensor:
         from PIL import Image
@@ -127,7 +136,10 @@ class FrameFolder:
                 data = bytearray(im.tobytes())
         except Exception as e:  # a corrupt or unreadable frame: name the file, not PIL's internals
             raise DataError(f"cannot read video frame {path}: {type(e).__name__}: {e}") from e
-        return torch.frombuffer(data, dtype=torch.uint8).view(self.image_size, self.image_size, 3).permute(2, 0, 1).float() / 255
+        return (
+            torch.frombuffer(data, dtype=torch.uint8).view(self.image_size, self.image_size, 3).permute(2, 0, 1).float()
+            / 255
+        )
 
     def clip(self, index: int, times=range(8)):
         files = self.frames[int(index) % len(self.frames)]

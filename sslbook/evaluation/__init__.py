@@ -32,6 +32,7 @@ Conventions used throughout:
 - features are float32 N×D tensors on the CPU, labels int64 N tensors;
 - **every accuracy is a fraction in [0, 1]**, never a percentage.
 """
+
 from __future__ import annotations
 
 from sslbook.augment import to_float

@@ -1,4 +1,5 @@
 """What the evaluation protocols share: batches out of any data set, its labels, label checks."""
+
 from __future__ import annotations
 
 from typing import Iterator

@@ -1,5 +1,6 @@
 """Fine-tuning with a fraction of the labels: how good a starting point is the backbone when a few labels
 are available? (the 1% / 10% protocols of the semi-supervised literature)."""
+
 from __future__ import annotations
 
 import copy

@@ -1,5 +1,6 @@
 """Frozen-feature protocols: features of a backbone, k-NN, the linear probe, k-means NMI / ARI, t-SNE, and
 :func:`evaluate`, which runs the chosen ones on one extraction of the features."""
+
 from __future__ import annotations
 
 import contextlib
@@ -200,7 +201,9 @@ def linear_probe(
     history, step = [], 0
     with _single_thread_on_cpu(device):
         for _ in range(epochs):
-            history.append(_linear_epoch(classifier, optimizer, x_train, y_train, generator, batch_size, lr, step, total_steps))
+            history.append(
+                _linear_epoch(classifier, optimizer, x_train, y_train, generator, batch_size, lr, step, total_steps)
+            )
             step += steps_per_epoch
 
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """Robustness to corruptions: how much does k-NN accuracy fall on corrupted test images? (Gaussian noise,
 blur and contrast at the severities of CIFAR-10-C, Hendrycks & Dietterich 2019)."""
+
 from __future__ import annotations
 
 import math

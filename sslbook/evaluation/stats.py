@@ -1,4 +1,5 @@
 """Statistics of a comparison: Spearman's rank correlation and the Pareto front of cost against score."""
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,4 +1,5 @@
 """The method registry: ``name -> "module:Class"``. Adding a method is one file and one line here."""
+
 from __future__ import annotations
 
 import importlib

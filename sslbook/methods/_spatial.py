@@ -1,4 +1,5 @@
 """Helpers shared by the methods that need a backbone's spatial feature map (chapter 3)."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,10 @@ from torch import nn
 def feature_map_shape(backbone: nn.Module, image_size: int, in_channels: int = 3) -> tuple[int, int]:
     """(channels, side) of ``backbone.feature_maps`` on an image_size² input, found with one dry run."""
     if not hasattr(backbone, "feature_maps"):
-        raise ValueError(f"this method needs a backbone with a spatial feature map (a `feature_maps(x)` method); "
-                         f"{type(backbone).__name__} has none: use convnet, convnet_small or a resnet")
+        raise ValueError(
+            f"this method needs a backbone with a spatial feature map (a `feature_maps(x)` method); "
+            f"{type(backbone).__name__} has none: use convnet, convnet_small or a resnet"
+        )
     was_training = backbone.training
     backbone.eval()
     try:
@@ -39,5 +42,9 @@ def nearest_sizes(fits, size: int, limit: int = 256) -> tuple[int | None, int | 
 def up_block(c_in: int, c_out: int) -> nn.Sequential:
     """×2 upsampling: nearest-neighbour ×2, then conv 3×3, BN, ReLU (cheaper than a 4×4 transposed conv,
     and free of its checkerboard artefacts)."""
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )

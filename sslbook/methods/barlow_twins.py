@@ -13,6 +13,7 @@ the identity."
 ``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
 (default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,9 +28,20 @@ from sslbook.models.heads import head
 class BarlowTwins(Method):
     name = "barlow_twins"
 
-    def __init__(self, backbone, info, image_size, proj_dim=8192, lambd=5e-3, reduction="sum",
-                 blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0),
-                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        proj_dim=8192,
+        lambd=5e-3,
+        reduction="sum",
+        blur_p=(1.0, 0.1),
+        solarize_p=(0.0, 0.2),
+        crop_scale=(0.08, 1.0),
+        jitter=(0.4, 0.4, 0.4, 0.1),
+        gray_p=0.2,
+    ):
         super().__init__(backbone, info, image_size)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -38,7 +50,9 @@ class BarlowTwins(Method):
         d = backbone.out_dim
         # "The projector network has three linear layers, each with 8192 output units. The first two layers
         #  of the projector are followed by a batch normalization layer and rectified linear units."
-        self.projector = head([(d, proj_dim, True, True), (proj_dim, proj_dim, True, True), (proj_dim, proj_dim, False, False)])
+        self.projector = head(
+            [(d, proj_dim, True, True), (proj_dim, proj_dim, True, True), (proj_dim, proj_dim, False, False)]
+        )
         self.lambd, self.reduction = lambd, reduction
         self.recipes = asymmetric_pair(image_size, crop_scale, blur_p, solarize_p, jitter, gray_p)
 
@@ -50,5 +64,7 @@ class BarlowTwins(Method):
         v1, v2 = check_pair(self.name, views)
         z1, z2 = self.projector(self.backbone(torch.cat([v1, v2]))).chunk(2)  # N×D each
         # z_std: the collapse monitor the other methods of chapter 8 log (≈ 1/√D healthy, 0 collapsed)
-        return {"loss": barlow_twins(z1, z2, self.lambd, self.reduction),
-                "z_std": F.normalize(z1.detach().float(), dim=1).std(0).mean()}
+        return {
+            "loss": barlow_twins(z1, z2, self.lambd, self.reduction),
+            "z_std": F.normalize(z1.detach().float(), dim=1).std(0).mean(),
+        }

@@ -26,6 +26,7 @@ submodule; ``lr_scale`` / ``fixed_lr`` on some of its parameters, with :meth:`Me
 have different sizes (multi-crop). The representation the evaluation protocols measure is
 ``method.backbone``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,10 +40,14 @@ def check_pair(name: str, views, what: str = "views") -> tuple[torch.Tensor, tor
     that names the method (``name``) and what the two are (``what``)."""
     if not isinstance(views, (list, tuple)) or len(views) != 2:
         n = len(views) if hasattr(views, "__len__") else "?"
-        raise ValueError(f"{name} needs two {what} (a list of two N×3×H×W tensors), got {type(views).__name__} of length {n}")
+        raise ValueError(
+            f"{name} needs two {what} (a list of two N×3×H×W tensors), got {type(views).__name__} of length {n}"
+        )
     a, b = views
     if a.shape != b.shape or a.dim() != 4:
-        raise ValueError(f"{name} needs two {what} of the same shape (N×3×H×W), got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"{name} needs two {what} of the same shape (N×3×H×W), got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     return a, b
 
 

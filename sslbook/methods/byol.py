@@ -19,6 +19,7 @@ initialisation (the tiny recipe in :mod:`sslbook.config` records the measurement
 ``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
 (default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,9 +36,21 @@ from sslbook.schedules import cosine_momentum
 class BYOL(Method):
     name = "byol"
 
-    def __init__(self, backbone, info, image_size, proj_dim=256, hidden_dim=4096, base_momentum=0.996,
-                 blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), crop_scale=(0.08, 1.0),
-                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2, predictor_lr_scale=1.0):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        proj_dim=256,
+        hidden_dim=4096,
+        base_momentum=0.996,
+        blur_p=(1.0, 0.1),
+        solarize_p=(0.0, 0.2),
+        crop_scale=(0.08, 1.0),
+        jitter=(0.4, 0.4, 0.4, 0.1),
+        gray_p=0.2,
+        predictor_lr_scale=1.0,
+    ):
         super().__init__(backbone, info, image_size)
         if not 0.0 <= base_momentum <= 1.0:
             raise ValueError(f"base_momentum must be in [0, 1], got {base_momentum}")

@@ -24,6 +24,7 @@ Summing the terms is then exactly one step of each player. (A gradient-reversal 
 D is the other classic trick; it gives the saturating minimax loss, whose gradient vanishes when D
 wins, which is why we prefer the detach trick.)
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,12 +37,16 @@ from sslbook.methods._spatial import feature_map_shape, nearest_sizes, up_block
 from sslbook.methods.base import Method
 
 
-def random_square_masks(n: int, image_size: int, mask_size: int, device=None, generator=None, holes: int = 1) -> torch.Tensor:
+def random_square_masks(
+    n: int, image_size: int, mask_size: int, device=None, generator=None, holes: int = 1
+) -> torch.Tensor:
     """``holes`` square holes of side ``mask_size`` at random places per image (they may overlap):
     N×1×S×S float, 1 inside a hole. Pathak et al. compare one central square with random blocks and
     random regions; random holes learn the better features."""
     if not 0 < mask_size < image_size:
-        raise ValueError(f"context_encoder needs 0 < mask_size < image size, got mask_size={mask_size}, image size {image_size}")
+        raise ValueError(
+            f"context_encoder needs 0 < mask_size < image size, got mask_size={mask_size}, image size {image_size}"
+        )
     if holes > 1:
         masks = [random_square_masks(n, image_size, mask_size, device, generator) for _ in range(holes)]
         return torch.stack(masks).amax(0)
@@ -81,8 +86,17 @@ class Discriminator(nn.Module):
 class ContextEncoder(Method):
     name = "context_encoder"
 
-    def __init__(self, backbone, info, image_size, mask_size: int | None = None, rec_weight: float = 0.999,
-                 adv_weight: float = 0.001, disc_width: int = 16, holes: int = 1):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        mask_size: int | None = None,
+        rec_weight: float = 0.999,
+        adv_weight: float = 0.001,
+        disc_width: int = 16,
+        holes: int = 1,
+    ):
         super().__init__(backbone, info, image_size)
         self.mask_size = mask_size or image_size // 2
         random_square_masks(1, image_size, self.mask_size)  # validates the size now, with a clear message
@@ -102,14 +116,20 @@ class ContextEncoder(Method):
             blocks.append(up_block(width, c_out))
             width, side = c_out, side * 2
         # … then RGB, and a bilinear ×2 to full size (the last full-resolution conv would cost as much as the encoder)
-        self.decoder = nn.Sequential(*blocks, nn.Conv2d(width, 3, 3, 1, 1),
-                                     nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Sigmoid())
+        self.decoder = nn.Sequential(
+            *blocks,
+            nn.Conv2d(width, 3, 3, 1, 1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Sigmoid(),
+        )
         self.discriminator = Discriminator(image_size, disc_width) if self.adv_weight > 0 else None
         self.register_buffer("fill", torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1))
 
     @torch.no_grad()
     def make_views(self, images, labels):
-        masks = random_square_masks(images.shape[0], self.image_size, self.mask_size, device=images.device, holes=self.holes)
+        masks = random_square_masks(
+            images.shape[0], self.image_size, self.mask_size, device=images.device, holes=self.holes
+        )
         return [images, masks]  # x: N×3×S×S, M: N×1×S×S
 
     def inpaint(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,8 +148,9 @@ class ContextEncoder(Method):
             real_logit = self.discriminator(images)
             fake_logit = self.discriminator(filled.detach())  # D's view of the fake: no gradient to G
             ones, zeros = torch.ones_like(real_logit), torch.zeros_like(real_logit)
-            d_loss = F.binary_cross_entropy_with_logits(real_logit.float(), ones.float()) + \
-                F.binary_cross_entropy_with_logits(fake_logit.float(), zeros.float())
+            d_loss = F.binary_cross_entropy_with_logits(
+                real_logit.float(), ones.float()
+            ) + F.binary_cross_entropy_with_logits(fake_logit.float(), zeros.float())
             frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
             g_logit = functional_call(self.discriminator, frozen, (filled,))  # D̄(x̂): gradient to G only
             g_adv = F.binary_cross_entropy_with_logits(g_logit.float(), ones.float())  # non-saturating: G wants "real"

@@ -27,6 +27,7 @@ as CPC v2 evaluates its encoder: the context network and the W_k are thrown away
 A 1-D version for intuition, :class:`SequenceCPC` (GRU context on a sequence of vectors), uses the
 same loss; chapter 7 trains it on :func:`toy_sequences`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,8 +55,10 @@ def grid_size(image_size: int, patch: int, stride: int, who: str = "cpc") -> int
         )
     g = (image_size - patch) // stride + 1
     if g < 2:
-        raise ValueError(f"{who}: {patch}-px patches with stride {stride} give a 1×1 grid on {image_size}-px images: "
-                         f"nothing to predict; use images of at least {patch + stride} px")
+        raise ValueError(
+            f"{who}: {patch}-px patches with stride {stride} give a 1×1 grid on {image_size}-px images: "
+            f"nothing to predict; use images of at least {patch + stride} px"
+        )
     return g
 
 
@@ -99,7 +102,7 @@ class MaskedConv2d(nn.Conv2d):
             raise ValueError(f"MaskedConv2d needs an odd kernel size, got {kernel_size}")
         super().__init__(c_in, c_out, kernel_size, padding=kernel_size // 2)
         mask = torch.ones_like(self.weight)
-        mask[:, :, kernel_size // 2 + 1:] = 0  # rows below the centre row
+        mask[:, :, kernel_size // 2 + 1 :] = 0  # rows below the centre row
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x):
@@ -144,10 +147,24 @@ class CPC(Method):
 
     name = "cpc"
 
-    def __init__(self, backbone, info, image_size, patch: int = 16, stride: int = 8, steps=(1, 2),
-                 temperature: float = 1.0, normalize: bool = False, context_width: int = 256,
-                 context_layers: int | None = None, crop_scale=(1.0, 1.0), flip_p: float = 0.5,
-                 jitter_p: float = 0.8, gray_p: float = 0.2, drop_p: float = 0.0):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        patch: int = 16,
+        stride: int = 8,
+        steps=(1, 2),
+        temperature: float = 1.0,
+        normalize: bool = False,
+        context_width: int = 256,
+        context_layers: int | None = None,
+        crop_scale=(1.0, 1.0),
+        flip_p: float = 0.5,
+        jitter_p: float = 0.8,
+        gray_p: float = 0.2,
+        drop_p: float = 0.0,
+    ):
         if not temperature > 0:
             raise ValueError(f"cpc needs a temperature > 0, got {temperature}")
         g = grid_size(image_size, patch, stride)
@@ -192,8 +209,10 @@ class CPC(Method):
     def forward(self, views, labels=None):
         patches = views[0] if isinstance(views, (list, tuple)) else views
         if patches.dim() != 6 or patches.shape[1:3] != (self.grid, self.grid):
-            raise ValueError(f"cpc expects patches N×{self.grid}×{self.grid}×3×{self.patch}×{self.patch} "
-                             f"(from make_views), got {tuple(patches.shape)}")
+            raise ValueError(
+                f"cpc expects patches N×{self.grid}×{self.grid}×3×{self.patch}×{self.patch} "
+                f"(from make_views), got {tuple(patches.shape)}"
+            )
         z, _, preds = self.predict(patches)
         loss = cpc_infonce(z, preds, self.steps, self.temperature, self.normalize)
         with torch.no_grad():  # how often the true patch k = steps[0] rows below is the best candidate
@@ -201,7 +220,7 @@ class CPC(Method):
             p = preds[0].detach().float().reshape(-1, zf.shape[1])
             if self.normalize:
                 zf, p = F.normalize(zf, dim=1), F.normalize(p, dim=1)
-            index = torch.arange(zf.shape[0], device=zf.device).view(z.shape[:3])[:, self.steps[0]:].reshape(-1)
+            index = torch.arange(zf.shape[0], device=zf.device).view(z.shape[:3])[:, self.steps[0] :].reshape(-1)
             acc = ((p @ zf.T).argmax(1) == index).float().mean()
         return {"loss": loss, "pred_top1": acc}
 

@@ -41,6 +41,7 @@ DINOv2 (Oquab et al. 2023) ingredients, off by default:
 - ``centering="sinkhorn"``: the teacher's targets are Sinkhorn–Knopp assignments
   (:func:`sslbook.losses.sinkhorn_knopp`, 3 iterations) instead of softmax((t − C)/τ).
 """
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,15 @@ class DINOHead(nn.Module):
     stabilise training. x: N×D → N×K.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 nlayers: int = 3, norm_last_layer: bool = True):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        nlayers: int = 3,
+        norm_last_layer: bool = True,
+    ):
         super().__init__()
         if out_dim < 2 or nlayers < 1:
             raise ValueError(f"the DINO head needs out_dim ≥ 2 and nlayers ≥ 1, got {out_dim}, {nlayers}")
@@ -108,8 +116,14 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-12))).sum(dim=-1)
 
 
-def random_patch_mask(n: int, num_patches: int, ratio: tuple[float, float] = (0.1, 0.5), prob: float = 0.5,
-                      device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_patch_mask(
+    n: int,
+    num_patches: int,
+    ratio: tuple[float, float] = (0.1, 0.5),
+    prob: float = 0.5,
+    device=None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """iBOT / DINOv2's masks: each image is masked with probability ``prob``; a masked image hides a
     random fraction r ~ U(ratio) of its patches (at least one), chosen uniformly (DINOv2 masks random
     blocks; at 4×4 or 8×8 grids blocks and single patches hardly differ). Returns N×L bool, True = masked."""
@@ -167,23 +181,56 @@ class DINO(Method):
 
     name = "dino"
 
-    def __init__(self, backbone, info, image_size, out_dim=4096, hidden_dim=2048, bottleneck_dim=256,
-                 norm_last_layer=True, freeze_last_layer_steps=0, base_momentum=0.996,
-                 student_temp=0.1, teacher_temp=0.04, warmup_teacher_temp=0.04, warmup_teacher_temp_fraction=0.0,
-                 center_momentum=0.9, centering=True, sharpening=True,
-                 n_local=6, local_size=None, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4),
-                 jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2,
-                 blur_p=(1.0, 0.1, 0.5), solarize_p=0.2,
-                 ibot_weight=0.0, patch_out_dim=None, ibot_mask_ratio=(0.1, 0.5), ibot_mask_prob=0.5,
-                 koleo_weight=0.0, sinkhorn_iters=3):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        out_dim=4096,
+        hidden_dim=2048,
+        bottleneck_dim=256,
+        norm_last_layer=True,
+        freeze_last_layer_steps=0,
+        base_momentum=0.996,
+        student_temp=0.1,
+        teacher_temp=0.04,
+        warmup_teacher_temp=0.04,
+        warmup_teacher_temp_fraction=0.0,
+        center_momentum=0.9,
+        centering=True,
+        sharpening=True,
+        n_local=6,
+        local_size=None,
+        global_scale=(0.4, 1.0),
+        local_scale=(0.05, 0.4),
+        jitter=(0.4, 0.4, 0.2, 0.1),
+        jitter_p=0.8,
+        gray_p=0.2,
+        blur_p=(1.0, 0.1, 0.5),
+        solarize_p=0.2,
+        ibot_weight=0.0,
+        patch_out_dim=None,
+        ibot_mask_ratio=(0.1, 0.5),
+        ibot_mask_prob=0.5,
+        koleo_weight=0.0,
+        sinkhorn_iters=3,
+    ):
         super().__init__(backbone, info, image_size)
-        for name, t in (("student_temp", student_temp), ("teacher_temp", teacher_temp), ("warmup_teacher_temp", warmup_teacher_temp)):
+        for name, t in (
+            ("student_temp", student_temp),
+            ("teacher_temp", teacher_temp),
+            ("warmup_teacher_temp", warmup_teacher_temp),
+        ):
             if not (isinstance(t, (int, float)) and t > 0 and math.isfinite(t)):
                 raise ValueError(f"dino: {name} must be a number > 0, got {t!r}")
         if not 0.0 <= base_momentum <= 1.0 or not 0.0 <= center_momentum <= 1.0:
-            raise ValueError(f"dino: momenta must be in [0, 1], got base_momentum={base_momentum}, center_momentum={center_momentum}")
+            raise ValueError(
+                f"dino: momenta must be in [0, 1], got base_momentum={base_momentum}, center_momentum={center_momentum}"
+            )
         if not 0.0 <= warmup_teacher_temp_fraction <= 1.0:
-            raise ValueError(f"dino: warmup_teacher_temp_fraction must be in [0, 1], got {warmup_teacher_temp_fraction}")
+            raise ValueError(
+                f"dino: warmup_teacher_temp_fraction must be in [0, 1], got {warmup_teacher_temp_fraction}"
+            )
         if not (isinstance(n_local, int) and n_local >= 0):
             raise ValueError(f"dino: n_local must be an integer ≥ 0, got {n_local!r}")
         if ibot_weight < 0 or koleo_weight < 0:
@@ -196,15 +243,23 @@ class DINO(Method):
             p = backbone.patch_size
             bad = [s for s in ([image_size] + ([local_size] if n_local else [])) if s % p]
             if bad:
-                raise ValueError(f"dino with a ViT of patch size {p} needs crop sizes divisible by {p}; got global "
-                                 f"{image_size}, local {local_size} (set method_kwargs local_size to a multiple of {p})")
+                raise ValueError(
+                    f"dino with a ViT of patch size {p} needs crop sizes divisible by {p}; got global "
+                    f"{image_size}, local {local_size} (set method_kwargs local_size to a multiple of {p})"
+                )
         if n_local and local_size >= image_size:
-            raise ValueError(f"dino: local crops ({local_size} px) must be smaller than the global crops ({image_size} px)")
+            raise ValueError(
+                f"dino: local crops ({local_size} px) must be smaller than the global crops ({image_size} px)"
+            )
         if ibot_weight > 0 and not is_vit:
-            raise ValueError("dino: the iBOT masked-patch loss (ibot_weight > 0) needs a ViT backbone "
-                             "(forward_tokens with a mask token): use backbone=vit_tiny, vit_small or vit_base")
+            raise ValueError(
+                "dino: the iBOT masked-patch loss (ibot_weight > 0) needs a ViT backbone "
+                "(forward_tokens with a mask token): use backbone=vit_tiny, vit_small or vit_base"
+            )
         if not 0.0 <= ibot_mask_ratio[0] <= ibot_mask_ratio[1] < 1.0 or not 0.0 <= ibot_mask_prob <= 1.0:
-            raise ValueError(f"dino: ibot_mask_ratio must be 0 ≤ low ≤ high < 1 and ibot_mask_prob in [0, 1], got {ibot_mask_ratio}, {ibot_mask_prob}")
+            raise ValueError(
+                f"dino: ibot_mask_ratio must be 0 ≤ low ≤ high < 1 and ibot_mask_prob in [0, 1], got {ibot_mask_ratio}, {ibot_mask_prob}"
+            )
 
         self.student_temp = float(student_temp)
         # without sharpening the teacher is as soft as the student
@@ -240,8 +295,10 @@ class DINO(Method):
         # blurred and sometimes solarised, local views blurred half the time. At 32 px blur_p = 0.
         b1, b2, bl = blur_p
         common = dict(jitter=tuple(jitter), jitter_p=jitter_p, gray_p=gray_p)
-        self.global_recipes = [ViewRecipe(size=image_size, scale=tuple(global_scale), blur_p=b1, **common),
-                               ViewRecipe(size=image_size, scale=tuple(global_scale), blur_p=b2, solarize_p=solarize_p, **common)]
+        self.global_recipes = [
+            ViewRecipe(size=image_size, scale=tuple(global_scale), blur_p=b1, **common),
+            ViewRecipe(size=image_size, scale=tuple(global_scale), blur_p=b2, solarize_p=solarize_p, **common),
+        ]
         self.local_recipe = ViewRecipe(size=local_size, scale=tuple(local_scale), blur_p=bl, **common)
 
     # ------------------------------------------------------------------ views
@@ -330,8 +387,15 @@ class DINO(Method):
             h_t = entropy(targets).mean()  # per-sample teacher entropy: 0 = one-hot, log K = uniform
             h_mean = entropy(targets.mean(dim=0))  # entropy of the batch's mean target: 0 = all samples alike
             kl_div = dino_loss.detach() - h_t  # cross-entropy − entropy = KL(P_t ‖ P_s), averaged over pairs
-        return {"loss": loss, "dino_loss": dino_loss.detach(), "teacher_entropy": h_t, "teacher_mean_entropy": h_mean,
-                "kl": kl_div, "teacher_temp": torch.tensor(temp), **logs}
+        return {
+            "loss": loss,
+            "dino_loss": dino_loss.detach(),
+            "teacher_entropy": h_t,
+            "teacher_mean_entropy": h_mean,
+            "kl": kl_div,
+            "teacher_temp": torch.tensor(temp),
+            **logs,
+        }
 
     def on_step_end(self, step, total_steps):
         m = cosine_momentum(step, total_steps, self.base_momentum)

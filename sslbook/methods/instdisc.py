@@ -10,6 +10,7 @@ is refreshed by momentum: v̄ᵢ ← normalise(m·v̄ᵢ + (1 − m)·v), m = 0.
 
 The bank is indexed by the image's position in the training set, so ``make_views`` takes ``indices``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,12 +27,25 @@ class InstDisc(Method):
     name = "instdisc"
     needs_indices = True  # make_views(images, labels, indices=...): the dataset index of every image
 
-    def __init__(self, backbone, info, image_size, bank_size=50000, num_negatives=4096, temperature=0.07,
-                 bank_momentum=0.5, dim=128, crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.4)):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        bank_size=50000,
+        num_negatives=4096,
+        temperature=0.07,
+        bank_momentum=0.5,
+        dim=128,
+        crop_scale=(0.2, 1.0),
+        jitter=(0.4, 0.4, 0.4, 0.4),
+    ):
         super().__init__(backbone, info, image_size)
         self.temperature = check_temperature(self.name, temperature)
         if not (isinstance(num_negatives, int) and num_negatives > 0):
-            raise ValueError(f"{self.name} needs num_negatives > 0 (negatives drawn from the bank), got {num_negatives!r}")
+            raise ValueError(
+                f"{self.name} needs num_negatives > 0 (negatives drawn from the bank), got {num_negatives!r}"
+            )
         self.num_negatives = num_negatives
         self.projector = head([(backbone.out_dim, dim, False, False)])  # "the fc layer ... to 128-d"
         self.bank = MemoryBank(int(bank_size), dim, bank_momentum)

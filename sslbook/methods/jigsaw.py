@@ -12,6 +12,7 @@ another before the head), the nine feature vectors are concatenated in the shuff
 classifies the permutation. Tiles are resized to ``tile_size`` pixels before the backbone, which ends
 with global pooling, so the backbone evaluated later on whole images is exactly the tile encoder.
 """
+
 from __future__ import annotations
 
 import functools
@@ -61,15 +62,29 @@ def permutation_set(n: int = 100, tiles: int = 9, min_distance: int | None = Non
         d.fill_diagonal_(tiles + 1)
         got = int(d.min())
         if got < min_distance:
-            raise ValueError(f"the greedy set of {n} permutations has minimum Hamming distance {got} < {min_distance}; ask for fewer permutations")
+            raise ValueError(
+                f"the greedy set of {n} permutations has minimum Hamming distance {got} < {min_distance}; ask for fewer permutations"
+            )
     return perms
 
 
 class Jigsaw(Method):
     name = "jigsaw"
 
-    def __init__(self, backbone, info, image_size, num_permutations=100, gap=2, jitter=1, tile_size=16,
-                 tile_dim=128, hidden=512, gray_p=0.3, seed=0):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        num_permutations=100,
+        gap=2,
+        jitter=1,
+        tile_size=16,
+        tile_dim=128,
+        hidden=512,
+        gray_p=0.3,
+        seed=0,
+    ):
         super().__init__(backbone, info, image_size)
         self.gap, self.jitter, self.tile_size, self.gray_p = gap, jitter, tile_size, gray_p
         self.cell, self.tile = grid_geometry(image_size, 3, gap, jitter, "jigsaw")

@@ -14,6 +14,7 @@ asymmetric:
 
 After pre-training the decoder is thrown away; ``self.backbone`` (the encoder) is the representation.
 """
+
 from __future__ import annotations
 
 import torch
@@ -70,11 +71,25 @@ class MAE(Method):
     name = "mae"
     adamw_betas = (0.9, 0.95)  # MAE pre-training, Appendix A.1
 
-    def __init__(self, backbone, info, image_size, mask_ratio=0.75, decoder_dim=128, decoder_depth=2,
-                 decoder_heads=4, norm_pix_loss=True, mask_token_in_encoder=False, crop_scale=(0.2, 1.0), pool="mean"):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        mask_ratio=0.75,
+        decoder_dim=128,
+        decoder_depth=2,
+        decoder_heads=4,
+        norm_pix_loss=True,
+        mask_token_in_encoder=False,
+        crop_scale=(0.2, 1.0),
+        pool="mean",
+    ):
         super().__init__(backbone, info, image_size)
         if not hasattr(backbone, "forward_tokens") or not hasattr(backbone, "patch_size"):
-            raise ValueError("mae needs a ViT backbone (forward_tokens, patch_size): use backbone=vit_tiny, vit_small or vit_base")
+            raise ValueError(
+                "mae needs a ViT backbone (forward_tokens, patch_size): use backbone=vit_tiny, vit_small or vit_base"
+            )
         if pool not in ("mean", "cls"):
             raise ValueError(f"mae's pool must be 'mean' (the patch tokens' average) or 'cls', got {pool!r}")
         backbone.pool = pool
@@ -94,7 +109,9 @@ class MAE(Method):
         else:
             self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_embed = nn.Linear(dim, decoder_dim)
-        self.register_buffer("decoder_pos", sincos_pos_embed_2d(decoder_dim, self.grid, self.grid)[None], persistent=False)
+        self.register_buffer(
+            "decoder_pos", sincos_pos_embed_2d(decoder_dim, self.grid, self.grid)[None], persistent=False
+        )
         self.decoder_blocks = nn.ModuleList([Block(decoder_dim, decoder_heads) for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, p * p * 3)  # pixels of one patch
@@ -109,7 +126,7 @@ class MAE(Method):
     def encode(self, x, mask_ratio=None, generator=None):
         """Mask and encode: returns (latent N×(1+L')×D, mask N×L, ids_restore N×L)."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
-        ids_keep, ids_restore, mask = random_masking(x.shape[0], self.grid ** 2, ratio, x.device, generator)
+        ids_keep, ids_restore, mask = random_masking(x.shape[0], self.grid**2, ratio, x.device, generator)
         if self.mask_token_in_encoder:  # every position enters the encoder; masked ones as a mask token
             latent = self.backbone.forward_tokens(x, mask=mask, mask_token=self.encoder_mask_token)  # N×(1+L)×D
         else:  # only the visible patches: the encoder's cost scales with (1 − ratio)·L

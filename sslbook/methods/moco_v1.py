@@ -18,6 +18,7 @@ that step exactly with ``bn_splits=K`` (the keys) and ``sslbook.distributed.spli
 (the queries; the key encoder is ``keep_local_bn`` and stays as it is); ``tests/test_distributed.py``
 checks it. On one process the queries otherwise keep whole-batch BN.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,9 +36,23 @@ from sslbook.models.heads import head
 class MoCoV1(Method):
     name = "moco_v1"
 
-    def __init__(self, backbone, info, image_size, queue_size=65536, momentum=0.999, temperature=0.07, dim=128,
-                 mlp_hidden=None, bn_splits=8, crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.4), jitter_p=1.0,
-                 gray_p=0.2, blur_p=0.0):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        queue_size=65536,
+        momentum=0.999,
+        temperature=0.07,
+        dim=128,
+        mlp_hidden=None,
+        bn_splits=8,
+        crop_scale=(0.2, 1.0),
+        jitter=(0.4, 0.4, 0.4, 0.4),
+        jitter_p=1.0,
+        gray_p=0.2,
+        blur_p=0.0,
+    ):
         super().__init__(backbone, info, image_size)
         self.temperature = check_temperature(self.name, temperature)
         if not 0.0 <= momentum <= 1.0:
@@ -46,14 +61,23 @@ class MoCoV1(Method):
         self.bn_splits = int(bn_splits)
         d = backbone.out_dim
         # v1: "the output of the last fc layer (128-D)"; v2: "a 2-layer MLP head (hidden layer 2048-d, with ReLU)"
-        layers = [(d, mlp_hidden, False, True), (mlp_hidden, dim, False, False)] if mlp_hidden else [(d, dim, False, False)]
+        layers = (
+            [(d, mlp_hidden, False, True), (mlp_hidden, dim, False, False)] if mlp_hidden else [(d, dim, False, False)]
+        )
         self.projector = head(layers)
         self.encoder_k = momentum_copy(nn.Sequential(backbone, self.projector))  # θk ← θq at the start
         # Its BN stays per process under sync_bn: global statistics would undo the shuffle (see shuffled_bn_forward).
         self.encoder_k.keep_local_bn = True
         self.queue = KeyQueue(int(queue_size), dim)
-        self.recipe = ViewRecipe(size=image_size, scale=tuple(crop_scale), flip_p=0.5, jitter=tuple(jitter),
-                                 jitter_p=jitter_p, gray_p=gray_p, blur_p=blur_p)
+        self.recipe = ViewRecipe(
+            size=image_size,
+            scale=tuple(crop_scale),
+            flip_p=0.5,
+            jitter=tuple(jitter),
+            jitter_p=jitter_p,
+            gray_p=gray_p,
+            blur_p=blur_p,
+        )
 
     @torch.no_grad()
     def make_views(self, images, labels):
@@ -67,7 +91,9 @@ class MoCoV1(Method):
             self.queue.check_batch(x_q.shape[0] * world_size())
         q = self.projector(self.backbone(x_q))  # N×C queries
         with torch.no_grad():
-            k = shuffled_bn_forward(self.encoder_k, x_k, self.bn_splits if self.training else 1)  # N×C keys, no gradient
+            k = shuffled_bn_forward(
+                self.encoder_k, x_k, self.bn_splits if self.training else 1
+            )  # N×C keys, no gradient
         loss = info_nce(q, k, negatives=self.queue.keys.clone(), temperature=self.temperature)  # (1+K)-way softmax
         with torch.no_grad():
             pos = (F.normalize(q.float(), dim=1) * F.normalize(k.float(), dim=1)).sum(1).mean()

@@ -7,6 +7,7 @@ and the loss is **symmetrised**: ctr(q₁, k₂) + ctr(q₂, k₁), each an Info
 every process) scaled by 2τ. The backbone is anything with ``out_dim``: the tiny convnet, a ResNet or
 a ViT (the paper's main subject).
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,20 @@ from sslbook.schedules import cosine_momentum
 class MoCoV3(Method):
     name = "moco_v3"
 
-    def __init__(self, backbone, info, image_size, momentum=0.99, temperature=0.2, dim=256, mlp_hidden=4096,
-                 momentum_schedule="cosine", crop_scale=(0.08, 1.0), blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        momentum=0.99,
+        temperature=0.2,
+        dim=256,
+        mlp_hidden=4096,
+        momentum_schedule="cosine",
+        crop_scale=(0.08, 1.0),
+        blur_p=(1.0, 0.1),
+        solarize_p=(0.0, 0.2),
+    ):
         super().__init__(backbone, info, image_size)
         self.temperature = check_temperature(self.name, temperature)
         if not 0.0 <= momentum <= 1.0:
@@ -40,8 +53,17 @@ class MoCoV3(Method):
         self.predictor = head([(dim, h, True, True), (h, dim, False, False)])
         self.encoder_k = momentum_copy(nn.Sequential(backbone, self.projector))  # backbone + projector, no predictor
         # BYOL's asymmetric augmentations, as MoCo v3 uses them: blur 1.0 / 0.1, solarisation 0 / 0.2
-        self.recipes = [ViewRecipe(size=image_size, scale=tuple(crop_scale), jitter=(0.4, 0.4, 0.2, 0.1), gray_p=0.2,
-                                   blur_p=b, solarize_p=s) for b, s in zip(blur_p, solarize_p)]
+        self.recipes = [
+            ViewRecipe(
+                size=image_size,
+                scale=tuple(crop_scale),
+                jitter=(0.4, 0.4, 0.2, 0.1),
+                gray_p=0.2,
+                blur_p=b,
+                solarize_p=s,
+            )
+            for b, s in zip(blur_p, solarize_p)
+        ]
 
     @torch.no_grad()
     def make_views(self, images, labels):
@@ -53,7 +75,9 @@ class MoCoV3(Method):
         with torch.no_grad():
             k1, k2 = self.encoder_k(x1), self.encoder_k(x2)  # N×C keys, no gradient
         # negatives=None: the other keys of the (global) batch; ×2τ as in the paper's code
-        loss = 2 * self.temperature * (info_nce(q1, k2, None, self.temperature) + info_nce(q2, k1, None, self.temperature))
+        loss = (
+            2 * self.temperature * (info_nce(q1, k2, None, self.temperature) + info_nce(q2, k1, None, self.temperature))
+        )
         return {"loss": loss}
 
     def momentum_at(self, step: int, total_steps: int) -> float:

@@ -8,6 +8,7 @@ every checkpoint — carries them together with the key encoder: a resumed run c
 it stopped. Under ``torchrun`` every process enqueues (or writes) the keys of the *whole* global batch,
 so all processes keep the same dictionary.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,7 @@ class KeyQueue(nn.Module):
         b = keys.shape[0]
         self.check_batch(b)
         p = int(self.ptr)
-        self.keys[p:p + b] = F.normalize(keys, dim=1)
+        self.keys[p : p + b] = F.normalize(keys, dim=1)
         self.ptr.fill_((p + b) % self.size)
 
 
@@ -80,7 +81,9 @@ class MemoryBank(nn.Module):
     def __init__(self, size: int, dim: int, momentum: float = 0.5):
         super().__init__()
         if not (isinstance(size, int) and size > 0):
-            raise ValueError(f"the memory bank size must be the number of training images (a positive integer), got {size!r}")
+            raise ValueError(
+                f"the memory bank size must be the number of training images (a positive integer), got {size!r}"
+            )
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"the memory bank momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum

@@ -12,6 +12,7 @@ relative placement varies by up to ``jitter`` pixels: the network cannot line up
 border (Doersch et al. 2015, Sec. 3). The grid itself (side grid·cell) is placed at a random position in
 the image when the image is larger than the grid.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,15 @@ def grid_geometry(image_size: int, grid: int, gap: int, jitter: int, who: str) -
 
 
 def cut_patches(
-    x: torch.Tensor, cells: torch.Tensor, grid: int, cell: int, patch: int, gap: int, jitter: int,
-    generator: torch.Generator | None = None, return_corners: bool = False,
+    x: torch.Tensor,
+    cells: torch.Tensor,
+    grid: int,
+    cell: int,
+    patch: int,
+    gap: int,
+    jitter: int,
+    generator: torch.Generator | None = None,
+    return_corners: bool = False,
 ):
     """Cut one patch per entry of ``cells`` from each image.
 
@@ -48,7 +56,9 @@ def cut_patches(
     """
     n, c, h, w = x.shape
     if min(h, w) < grid * cell:
-        raise ValueError(f"images of {h}×{w} pixels are smaller than the {grid * cell}-pixel grid this method was built for")
+        raise ValueError(
+            f"images of {h}×{w} pixels are smaller than the {grid * cell}-pixel grid this method was built for"
+        )
     k = cells.shape[1]
     dev = x.device
     # where the grid starts in the image (one random position per image)
@@ -82,7 +92,7 @@ def resize_patches(p: torch.Tensor, size: int) -> torch.Tensor:
 # Chromatic aberration: lenses focus colours at slightly different places, so the green-magenta
 # offset of an edge tells how far a patch is from the image centre (Doersch et al. 2015, Sec. 3.1).
 # Projecting each pixel onto the plane orthogonal to the green-magenta axis removes that cue.
-_GREEN_MAGENTA = torch.tensor([-1.0, 2.0, -1.0]) / 6 ** 0.5
+_GREEN_MAGENTA = torch.tensor([-1.0, 2.0, -1.0]) / 6**0.5
 
 
 def project_out_green_magenta(x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +105,9 @@ def project_out_green_magenta(x: torch.Tensor) -> torch.Tensor:
     return (x - coeff * a).clamp(0, 1)
 
 
-def drop_colour_channels(x: torch.Tensor, noise_std: float = 0.01, generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_colour_channels(
+    x: torch.Tensor, noise_std: float = 0.01, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Doersch's "colour dropping": keep one random channel per patch, replace the other two by that
     channel plus small Gaussian noise (so the patch becomes grey-like and carries no colour offsets).
     x: M×3×H×W."""

@@ -12,6 +12,7 @@ paper's convex combination (eq. 5, λ = 0.5), each term a contrastive loss again
 (we use the InfoNCE form of each term, τ = 0.07). The bank is indexed by the image's position in the
 training set, so ``make_views`` takes ``indices``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,9 @@ from sslbook.methods.patches import cut_patches, grid_geometry
 from sslbook.models.heads import head
 
 
-def jigsaw_tiles(x: torch.Tensor, grid: int = 3, gap: int = 0, jitter: int = 0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def jigsaw_tiles(
+    x: torch.Tensor, grid: int = 3, gap: int = 0, jitter: int = 0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Cut each image into grid×grid tiles and shuffle them, with a random permutation per image.
 
     The tiles are cut by chapter 2's :func:`~sslbook.methods.patches.cut_patches` (a grid of cells of
@@ -36,7 +38,9 @@ def jigsaw_tiles(x: torch.Tensor, grid: int = 3, gap: int = 0, jitter: int = 0,
     """
     n = x.shape[0]
     cell, patch = grid_geometry(x.shape[-1], grid, gap, jitter, "pirl's jigsaw")
-    cells = torch.rand(n, grid * grid, device=x.device, generator=generator).argsort(1)  # N×g²: a random permutation per image
+    cells = torch.rand(n, grid * grid, device=x.device, generator=generator).argsort(
+        1
+    )  # N×g²: a random permutation per image
     return cut_patches(x, cells, grid, cell, patch, gap, jitter, generator=generator)
 
 
@@ -44,15 +48,31 @@ class PIRL(Method):
     name = "pirl"
     needs_indices = True  # make_views(images, labels, indices=...): the dataset index of every image
 
-    def __init__(self, backbone, info, image_size, bank_size=50000, num_negatives=4096, temperature=0.07,
-                 bank_momentum=0.5, dim=128, lam=0.5, grid=3, gap=0, jitter=0, crop_scale=(0.2, 1.0)):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        bank_size=50000,
+        num_negatives=4096,
+        temperature=0.07,
+        bank_momentum=0.5,
+        dim=128,
+        lam=0.5,
+        grid=3,
+        gap=0,
+        jitter=0,
+        crop_scale=(0.2, 1.0),
+    ):
         super().__init__(backbone, info, image_size)
         self.temperature = check_temperature(self.name, temperature)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"pirl's λ weighs two losses and must be in [0, 1], got {lam}")
         self.lam, self.grid, self.num_negatives = float(lam), int(grid), int(num_negatives)
         self.gap, self.jitter = int(gap), int(jitter)
-        grid_geometry(image_size, self.grid, self.gap, self.jitter, "pirl's jigsaw")  # a clear error if the image is too small
+        grid_geometry(
+            image_size, self.grid, self.gap, self.jitter, "pirl's jigsaw"
+        )  # a clear error if the image is too small
         d = backbone.out_dim
         self.f = head([(d, dim, False, False)])  # f: image features → 128
         self.g_tile = head([(d, dim, False, False)])  # g, first part: each tile → 128

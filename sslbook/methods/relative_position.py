@@ -17,6 +17,7 @@ vectors are concatenated and a small head classifies. Patches are resized to ``p
 before the backbone, so the backbone sees objects at a scale closer to the one of whole images at
 evaluation time; it ends with global pooling, so any input size works.
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,19 @@ OFFSETS = tuple(((c // 3) - 1, (c % 3) - 1) for c in NEIGHBOURS)
 class RelativePosition(Method):
     name = "relative_position"
 
-    def __init__(self, backbone, info, image_size, gap=2, jitter=1, patch_size=16, colour="project",
-                 gray_p=0.3, jitter_p=0.0, hidden=256):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        gap=2,
+        jitter=1,
+        patch_size=16,
+        colour="project",
+        gray_p=0.3,
+        jitter_p=0.0,
+        hidden=256,
+    ):
         super().__init__(backbone, info, image_size)
         if colour not in ("project", "drop", "none"):
             raise ValueError(f"colour must be 'project', 'drop' or 'none', got {colour!r}")
@@ -61,7 +73,9 @@ class RelativePosition(Method):
         targets = torch.randint(0, 8, (n,), device=dev)  # which neighbour: N
         neighbour_cell = torch.tensor(NEIGHBOURS, device=dev)[targets]
         cells = torch.stack([torch.full_like(neighbour_cell, 4), neighbour_cell], 1)  # N×2: centre, neighbour
-        patches, corners = cut_patches(images, cells, 3, self.cell, self.patch, self.gap, self.jitter, return_corners=True)
+        patches, corners = cut_patches(
+            images, cells, 3, self.cell, self.patch, self.gap, self.jitter, return_corners=True
+        )
         patches = resize_patches(patches, self.patch_size)  # N×2×3×s×s
         flat = patches.flatten(0, 1)  # (2N)×3×s×s
         if self.colour == "project":

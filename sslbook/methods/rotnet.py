@@ -11,6 +11,7 @@ Views: a lightly augmented copy of each image (random crop with reflection paddi
 flip, which does not change which way is up), rotated by every angle of ``angles``. The backbone is
 applied to whole images, exactly as at evaluation time; a small head classifies the angle.
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,19 @@ def rotate_batch(x: torch.Tensor, angles=ANGLES) -> tuple[torch.Tensor, torch.Te
 class RotNet(Method):
     name = "rotnet"
 
-    def __init__(self, backbone, info, image_size, angles=ANGLES, hidden=256, all_rotations=True, crop_padding=4,
-                 crop_scale=None, jitter_p=0.0, gray_p=0.0):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        angles=ANGLES,
+        hidden=256,
+        all_rotations=True,
+        crop_padding=4,
+        crop_scale=None,
+        jitter_p=0.0,
+        gray_p=0.0,
+    ):
         super().__init__(backbone, info, image_size)
         self.angles = tuple(int(a) for a in angles)
         if len(self.angles) < 2 or len(set(a % 360 for a in self.angles)) != len(self.angles):

@@ -13,6 +13,7 @@ among the 2N − 2 other views of the batch (of every process under torchrun)::
 The head is thrown away after training: "it is beneficial to define the contrastive loss on z, but
 to use h as the representation" (section 4.2).
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,7 +74,9 @@ class SimCLR(Method):
     ):
         super().__init__(backbone, info, image_size)
         if not temperature > 0:
-            raise ValueError(f"simclr needs a temperature > 0 (the paper uses 0.5 on CIFAR-10, 0.1 on ImageNet), got {temperature}")
+            raise ValueError(
+                f"simclr needs a temperature > 0 (the paper uses 0.5 on CIFAR-10, 0.1 on ImageNet), got {temperature}"
+            )
         lo, hi = crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"simclr crop_scale must satisfy 0 < low <= high <= 1, got {tuple(crop_scale)}")
@@ -82,9 +85,16 @@ class SimCLR(Method):
         s = float(jitter_strength)
         # t ~ T: one random view per image, parameters drawn per sample (N×3×H×W → N×3×s×s); the blur's σ
         # range is ViewRecipe's (0.1, 2.0) px, the paper's
-        self.recipe = ViewRecipe(size=image_size, scale=(float(lo), float(hi)), ratio=tuple(map(float, crop_ratio)),
-                                 flip_p=float(flip_p), jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s),
-                                 jitter_p=float(jitter_p) if s > 0 else 0.0, gray_p=float(gray_p), blur_p=float(blur_p))
+        self.recipe = ViewRecipe(
+            size=image_size,
+            scale=(float(lo), float(hi)),
+            ratio=tuple(map(float, crop_ratio)),
+            flip_p=float(flip_p),
+            jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s),
+            jitter_p=float(jitter_p) if s > 0 else 0.0,
+            gray_p=float(gray_p),
+            blur_p=float(blur_p),
+        )
 
     @torch.no_grad()
     def make_views(self, images, labels):

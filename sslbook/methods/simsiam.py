@@ -17,6 +17,7 @@ a predictor adapting faster than the encoder helps these dynamics, and in a run 
 ``jitter`` (brightness, contrast, saturation, hue) and ``gray_p`` set the colour augmentation of both views
 (default: SimCLR's, as in :class:`sslbook.augment.ViewRecipe`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,9 +33,21 @@ from sslbook.models.heads import head
 class SimSiam(Method):
     name = "simsiam"
 
-    def __init__(self, backbone, info, image_size, proj_dim=2048, pred_hidden=512, predictor=True,
-                 stop_gradient=True, predictor_fixed_lr=True, crop_scale=(0.2, 1.0),
-                 jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2, predictor_lr_scale=1.0):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        proj_dim=2048,
+        pred_hidden=512,
+        predictor=True,
+        stop_gradient=True,
+        predictor_fixed_lr=True,
+        crop_scale=(0.2, 1.0),
+        jitter=(0.4, 0.4, 0.4, 0.1),
+        gray_p=0.2,
+        predictor_lr_scale=1.0,
+    ):
         super().__init__(backbone, info, image_size)
         if not predictor_lr_scale > 0:
             raise ValueError(f"predictor_lr_scale must be > 0, got {predictor_lr_scale}")
@@ -43,7 +56,11 @@ class SimSiam(Method):
         self.projector = head([(d, proj_dim, True, True), (proj_dim, proj_dim, True, False)])
         # "The prediction MLP has BN applied to its hidden fc layers ... its output fc does not have BN
         #  or ReLU. This MLP has 2 layers", a bottleneck: hidden size 1/4 of the output
-        self.predictor = head([(proj_dim, pred_hidden, True, True), (pred_hidden, proj_dim, False, False)]) if predictor else nn.Identity()
+        self.predictor = (
+            head([(proj_dim, pred_hidden, True, True), (pred_hidden, proj_dim, False, False)])
+            if predictor
+            else nn.Identity()
+        )
         # Method.fixed_lr and Method.lr_scale on the predictor's parameters, read by sslbook.optim.param_groups
         self.set_lr(self.predictor, lr_scale=predictor_lr_scale, fixed_lr=predictor_fixed_lr)
         self.stop_gradient = stop_gradient
@@ -60,6 +77,12 @@ class SimSiam(Method):
         if self.stop_gradient:
             loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2  # negative_cosine detaches z
         else:  # the ablation: gradients flow into both branches
-            loss = -(F.cosine_similarity(p1.float(), z2.float(), dim=1).mean() + F.cosine_similarity(p2.float(), z1.float(), dim=1).mean()) / 2
+            loss = (
+                -(
+                    F.cosine_similarity(p1.float(), z2.float(), dim=1).mean()
+                    + F.cosine_similarity(p2.float(), z1.float(), dim=1).mean()
+                )
+                / 2
+            )
         # the paper's collapse monitor: per-dimension std of the l2-normalised output (≈ 1/√d when healthy, 0 collapsed)
         return {"loss": loss, "z_std": F.normalize(z1.detach().float(), dim=1).std(0).mean()}

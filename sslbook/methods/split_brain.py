@@ -13,6 +13,7 @@ images in [0, 1], converts them to Lab itself and returns ``[F_L(L), F_ab(ab)]``
 features. Each half has the architecture of the preset's backbone, with its first convolution taking
 1 (L) or 2 (ab) channels instead of 3.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,18 @@ def _with_input_channels(backbone: nn.Module, channels: int) -> nn.Module:
     for module in net.modules():
         for name, child in module.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels == 3:
-                setattr(module, name, nn.Conv2d(channels, child.out_channels, child.kernel_size, child.stride,
-                                                child.padding, bias=child.bias is not None))
+                setattr(
+                    module,
+                    name,
+                    nn.Conv2d(
+                        channels,
+                        child.out_channels,
+                        child.kernel_size,
+                        child.stride,
+                        child.padding,
+                        bias=child.bias is not None,
+                    ),
+                )
                 return net
     raise ValueError(f"split_brain could not find the first 3-channel convolution of {type(backbone).__name__}")
 
@@ -71,8 +82,17 @@ class SplitBrainBackbone(nn.Module):
 class SplitBrain(Method):
     name = "split_brain"
 
-    def __init__(self, backbone, info, image_size, loss: str = "classification", ab_bins: int = 16, l_bins: int = 20,
-                 target_size: int | None = None, crop_scale=(0.6, 1.0)):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        loss: str = "classification",
+        ab_bins: int = 16,
+        l_bins: int = 20,
+        target_size: int | None = None,
+        crop_scale=(0.6, 1.0),
+    ):
         if loss not in ("classification", "regression"):
             raise ValueError(f"split_brain loss must be 'classification' or 'regression', got {loss!r}")
         super().__init__(SplitBrainBackbone(backbone), info, image_size)
@@ -82,7 +102,7 @@ class SplitBrain(Method):
         c = self.backbone.half_dim
         classes = loss == "classification"
         # 1×1 convolutions on each half's feature map: per-location predictions of the other channels
-        self.head_ab = nn.Conv2d(c, self.ab_bins ** 2 if classes else 2, 1)  # L → ab
+        self.head_ab = nn.Conv2d(c, self.ab_bins**2 if classes else 2, 1)  # L → ab
         self.head_l = nn.Conv2d(c, self.l_bins if classes else 1, 1)  # ab → L
 
     @torch.no_grad()

@@ -4,6 +4,7 @@ The backbone plus a linear classifier, trained with cross-entropy on one lightly
 (random resized crop with scale 0.35–1 and a horizontal flip). It is a method like the others, so the
 same trainer, checkpoints and evaluation protocols apply.
 """
+
 from __future__ import annotations
 
 import torch

@@ -25,6 +25,7 @@ distribution is scored by cross-entropy, as in the paper) or kept as values (``"
 :meth:`VideoColorization.evaluate_extra` returns the mean IoU of masks propagated through generated
 clips against the generator's true masks (key ``mask_iou``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,14 @@ from sslbook.methods._spatial import feature_map_shape, nearest_sizes
 from sslbook.methods.base import Method
 
 
-def propagate_masks(embed, frames: torch.Tensor, first_mask: torch.Tensor, num_labels: int,
-                    temperature: float = 0.05, use_previous: bool = True) -> torch.Tensor:
+def propagate_masks(
+    embed,
+    frames: torch.Tensor,
+    first_mask: torch.Tensor,
+    num_labels: int,
+    temperature: float = 0.05,
+    use_previous: bool = True,
+) -> torch.Tensor:
     """Propagate the first frame's labels through a clip with the attention pointer.
 
     embed: frames N×3×S×S → normalised features N×C×h×w. frames: N×T×3×S×S; first_mask: N×S×S (long,
@@ -91,24 +98,44 @@ def backbone_embedding(backbone: nn.Module):
 class VideoColorization(Method):
     name = "video_colorization"
 
-    def __init__(self, backbone, info, image_size, video_size: int = 64, clip_batch: int | None = 64, max_gap: int = 4,
-                 n_objects: int = 3, embed_dim: int = 64, temperature: float = 0.05, loss: str = "classification",
-                 ab_bins: int = 16, video_seed: int = 0, video_folder: str | None = None,
-                 eval_clips: int = 32, eval_frames: int = 8):
+    def __init__(
+        self,
+        backbone,
+        info,
+        image_size,
+        video_size: int = 64,
+        clip_batch: int | None = 64,
+        max_gap: int = 4,
+        n_objects: int = 3,
+        embed_dim: int = 64,
+        temperature: float = 0.05,
+        loss: str = "classification",
+        ab_bins: int = 16,
+        video_seed: int = 0,
+        video_folder: str | None = None,
+        eval_clips: int = 32,
+        eval_frames: int = 8,
+    ):
         super().__init__(backbone, info, image_size)
         if loss not in ("classification", "regression"):
             raise ValueError(f"video_colorization loss must be 'classification' or 'regression', got {loss!r}")
         c, side = feature_map_shape(backbone, video_size)
         if side < 2:
             _, need = nearest_sizes(lambda s: feature_map_shape(backbone, s)[1] >= 2, video_size)
-            raise ValueError(f"video_colorization needs a feature map of at least 2×2 locations; at video_size={video_size} "
-                             f"the backbone gives {side}×{side}: raise video_size"
-                             + (f" to at least {need}" if need is not None else ""))
+            raise ValueError(
+                f"video_colorization needs a feature map of at least 2×2 locations; at video_size={video_size} "
+                f"the backbone gives {side}×{side}: raise video_size"
+                + (f" to at least {need}" if need is not None else "")
+            )
         self.video_size, self.clip_batch, self.max_gap = int(video_size), clip_batch, int(max_gap)
         self.temperature, self.loss_kind, self.ab_bins = float(temperature), loss, int(ab_bins)
         self.eval_clips, self.eval_frames = int(eval_clips), int(eval_frames)
         self.video_seed, self.n_objects = int(video_seed), int(n_objects)
-        self.video = FrameFolder(video_folder, video_size) if video_folder else MovingShapes(video_size, n_objects, seed=video_seed)
+        self.video = (
+            FrameFolder(video_folder, video_size)
+            if video_folder
+            else MovingShapes(video_size, n_objects, seed=video_seed)
+        )
         self.embed = nn.Conv2d(c, embed_dim, 1)  # f: the pointer's embedding of each feature-map location
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
@@ -118,7 +145,7 @@ class VideoColorization(Method):
     @torch.no_grad()
     def make_views(self, images, labels):
         n = self.clip_batch or images.shape[0]
-        index = torch.randint(0, 2 ** 31 - 1, (n,))  # the trainer's seeded RNG: deterministic and resumable
+        index = torch.randint(0, 2**31 - 1, (n,))  # the trainer's seeded RNG: deterministic and resumable
         gap = int(torch.randint(1, self.max_gap + 1, ()))
         frames, _ = self.video.batch(index.tolist(), times=[0, gap])  # N×2×3×S×S: reference, target
         frames = frames.to(images.device)
@@ -135,11 +162,13 @@ class VideoColorization(Method):
         f = self.embed_frames(frames.flatten(0, 1))  # (2N)×D×h×w, reference and target frames together
         side = f.shape[-1]
         f = f.view(n, 2, f.shape[1], side * side)  # N×2×D×M
-        f_ref, f_tgt = f[:, 0] / self.temperature ** 0.5, f[:, 1] / self.temperature ** 0.5
+        f_ref, f_tgt = f[:, 0] / self.temperature**0.5, f[:, 1] / self.temperature**0.5
         ab = self.colour_targets(frames.flatten(0, 1), side).view(n, 2, 2, side * side)  # N×2×2×M
         if self.loss_kind == "classification":
-            bins = quantize_ab(ab.flatten(0, 1).view(2 * n, 2, side, side), self.ab_bins).view(n, 2, side * side)  # N×2×M
-            c_ref = F.one_hot(bins[:, 0], self.ab_bins ** 2).transpose(1, 2).float()  # N×K×M
+            bins = quantize_ab(ab.flatten(0, 1).view(2 * n, 2, side, side), self.ab_bins).view(
+                n, 2, side * side
+            )  # N×2×M
+            c_ref = F.one_hot(bins[:, 0], self.ab_bins**2).transpose(1, 2).float()  # N×K×M
             y = copy_colours(f_ref, f_tgt, c_ref)  # N×K×M: copied colour distribution
             loss = F.nll_loss(torch.log(y.clamp_min(1e-6)), bins[:, 1])
             acc = (y.argmax(1) == bins[:, 1]).float().mean()

@@ -1,4 +1,5 @@
 """Backbones and heads. ``build_backbone(name, info)`` gives a network from images in [0, 1] to features."""
+
 from sslbook.models.backbones import BACKBONES, build_backbone
 from sslbook.models.heads import MLP, head
 

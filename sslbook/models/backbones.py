@@ -13,6 +13,7 @@ read; ``forward`` is the global average of it (for a ViT, of its tokens or its [
 - ``resnet18_cifar``, ``resnet18``, ``resnet50``: ResNets (He et al. 2016). The CIFAR variant uses a 3×3
   stem without max-pooling, as every CIFAR self-supervised recipe does.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,9 +25,7 @@ from sslbook.models.vit import vit
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class ConvNet(nn.Module):
@@ -105,7 +104,9 @@ class ResNet(nn.Module):
             self.stem = conv_bn_relu(3, 64)
         else:
             self.stem = nn.Sequential(
-                nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, 2, 1),
             )
         c_in, stages = 64, []

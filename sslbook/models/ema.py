@@ -6,6 +6,7 @@
 The update is one fused ``torch._foreach_lerp_`` over the whole parameter list, not a Python loop over
 parameters; buffers (BatchNorm running statistics) are copied.
 """
+
 from __future__ import annotations
 
 import copy

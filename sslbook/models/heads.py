@@ -4,6 +4,7 @@
 
 Each method's head is a few lines that quote the paper's description of it.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -1,6 +1,7 @@
 """The first layer of every backbone: the data set's channel normalisation (its own module, so that the
 CNNs of :mod:`sslbook.models.backbones` and the ViT of :mod:`sslbook.models.vit` share it without
 importing each other)."""
+
 from __future__ import annotations
 
 import torch

@@ -22,6 +22,7 @@ API used by MAE, MoCo v3 and DINO:
 Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (a fused kernel on GPU); a second,
 explicit path (softmax(QKᵀ/√d)·V) returns the attention weights for pictures.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,13 +42,17 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return rearrange(x, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)
 
 
-def unpatchify(patches: torch.Tensor, p: int, h: int | None = None, w: int | None = None, channels: int = 3) -> torch.Tensor:
+def unpatchify(
+    patches: torch.Tensor, p: int, h: int | None = None, w: int | None = None, channels: int = 3
+) -> torch.Tensor:
     """Patches N×L×(p·p·C) → images N×C×H×W; the grid is h×w (square by default)."""
     L = patches.shape[1]
     if h is None or w is None:
         h = w = int(round(math.sqrt(L)))
     if h * w != L or patches.shape[2] != p * p * channels:
-        raise ValueError(f"unpatchify: {L} patches of {patches.shape[2]} values do not form a {h}×{w} grid of {p}×{p}×{channels}")
+        raise ValueError(
+            f"unpatchify: {L} patches of {patches.shape[2]} values do not form a {h}×{w} grid of {p}×{p}×{channels}"
+        )
     return rearrange(patches, "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=h, w=w, p1=p, p2=p, c=channels)
 
 
@@ -59,7 +64,9 @@ def sincos_pos_embed_2d(dim: int, h: int, w: int, cls_token: bool = True) -> tor
     if dim % 4:
         raise ValueError(f"2-D sin-cos position embeddings need a dimension divisible by 4, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # dim/4
-    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
 
     def encode(pos):  # (h·w) → (h·w)×dim/2
         angles = pos.flatten()[:, None] * omega[None]
