@@ -709,3 +709,62 @@ def check_mfu(fn) -> bool:
                 f"{flops:.3g} FLOPs in {seconds} s on {k} × {peak:.3g} FLOP/s: expected {want:.4g}, got {got:.4g}",
             )
     return _report(name, True, "MFU = FLOPs per step / seconds per step / (peak FLOP/s × processes)")
+
+
+def check_mean_iou(fn, trials: int = 6) -> bool:
+    """Exercise 12.1: ``fn(pred, target, num_classes) -> float``: the mean over the classes present in the
+    targets or the predictions of TP / (TP + FP + FN), over every pixel, as :func:`sslbook.dense.segmentation_scores`
+    of :func:`sslbook.dense.confusion_matrix`."""
+    from sslbook.dense import confusion_matrix, segmentation_scores
+
+    g = torch.Generator().manual_seed(0)
+    cases = [(torch.tensor([[0, 1], [1, 1]]), torch.tensor([[0, 1], [0, 1]]), 3)]  # class 2 seen nowhere: not averaged
+    for _ in range(trials):
+        k = int(torch.randint(2, 6, (1,), generator=g))
+        target = torch.randint(0, k, (3, 8, 8), generator=g)
+        noise = torch.randint(0, k, target.shape, generator=g)
+        pred = torch.where(torch.rand(target.shape, generator=g) < 0.6, target, noise)
+        cases.append((pred, target, k))
+    for pred, target, k in cases:
+        ok, got = _call("mean IoU", fn, pred.clone(), target.clone(), k)
+        if not ok:
+            return False
+        want = torch.tensor(segmentation_scores(confusion_matrix(pred, target, k))["miou"], dtype=torch.float32)
+        if got is None or not _scalar_matches("mean IoU", got, want, f"{k} classes, {target.numel()} pixels"):
+            return False if got is not None else _report("mean IoU", False, "returned None")
+    return _report("mean IoU", True, f"{len(cases)} cases (a class seen nowhere included) agree with sslbook.dense")
+
+
+def check_box_iou(fn, trials: int = 5) -> bool:
+    """Exercise 12.2: ``fn(a, b) -> tensor``: the IoU of matching rows of two N×4 box lists ``(x0, y0, x1, y1)``,
+    0 where the boxes do not overlap, as :func:`sslbook.dense.box_iou`."""
+    from sslbook.dense import box_iou
+
+    g = torch.Generator().manual_seed(0)
+    fixed_a = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 5.0]])
+    fixed_b = torch.tensor(
+        [[2.0, 2.0, 6.0, 6.0], [5.0, 5.0, 7.0, 7.0], [1.0, 1.0, 3.0, 5.0]]
+    )  # partial, disjoint, equal
+    cases = [(fixed_a, fixed_b)]
+    for _ in range(trials):
+        lo = torch.rand(10, 2, generator=g) * 20
+        a = torch.cat([lo, lo + 1 + torch.rand(10, 2, generator=g) * 10], 1)
+        lo2 = lo + torch.randn(10, 2, generator=g) * 4
+        b = torch.cat([lo2, lo2 + 1 + torch.rand(10, 2, generator=g) * 10], 1)
+        cases.append((a, b))
+    for a, b in cases:
+        ok, got = _call("box IoU", fn, a.clone(), b.clone())
+        if not ok:
+            return False
+        want = box_iou(a, b)
+        got = torch.as_tensor(got, dtype=torch.float32) if got is not None else None
+        if got is None or got.shape != want.shape or not torch.allclose(got, want, atol=1e-5):
+            return _report(
+                "box IoU",
+                False,
+                f"boxes {a[:3].tolist()} and {b[:3].tolist()}: expected "
+                f"{[round(v, 4) for v in want[:3].tolist()]}, got {None if got is None else got[:3].tolist()}",
+            )
+    return _report(
+        "box IoU", True, f"{len(cases)} cases (overlapping, disjoint, equal) agree with sslbook.dense.box_iou"
+    )

@@ -248,3 +248,46 @@ def test_check_mfu(capsys):
     assert not exercises.check_mfu(lambda flops, s, peak, k: flops / s / peak)  # forgets the other devices
     assert not exercises.check_mfu(lambda flops, s, peak, k: flops * s / (peak * k))
     assert not exercises.check_mfu(todo)
+
+
+def test_check_mean_iou():
+    def ok(pred, target, k):
+        ious = []
+        for c in range(k):
+            tp = ((pred == c) & (target == c)).sum()
+            union = ((pred == c) | (target == c)).sum()
+            if union > 0:
+                ious.append(float(tp) / float(union))
+        return sum(ious) / len(ious)
+
+    def averages_absent_classes(pred, target, k):
+        ious = [
+            float(((pred == c) & (target == c)).sum()) / max(1, int(((pred == c) | (target == c)).sum()))
+            for c in range(k)
+        ]
+        return sum(ious) / k
+
+    assert exercises.check_mean_iou(ok)
+    assert not exercises.check_mean_iou(averages_absent_classes)  # a class seen nowhere counted as IoU 0
+    assert not exercises.check_mean_iou(lambda p, t, k: float((p == t).float().mean()))  # pixel accuracy
+    assert not exercises.check_mean_iou(todo)
+
+
+def test_check_box_iou():
+    def ok(a, b):
+        iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp_min(0)
+        ih = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp_min(0)
+        inter = iw * ih
+        area = lambda t: (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])  # noqa: E731
+        return inter / (area(a) + area(b) - inter)
+
+    def no_clamp(a, b):  # disjoint boxes get a negative "intersection"
+        iw = torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])
+        ih = torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])
+        area = lambda t: (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])  # noqa: E731
+        return iw * ih / (area(a) + area(b) - iw * ih)
+
+    assert exercises.check_box_iou(ok)
+    assert not exercises.check_box_iou(no_clamp)
+    assert not exercises.check_box_iou(lambda a, b: torch.ones(len(a)))
+    assert not exercises.check_box_iou(todo)
