@@ -1062,7 +1062,7 @@ def _check_value(label: str, value, default) -> None:
     if default is inspect.Parameter.empty or default is None:
         return
     if isinstance(default, bool):
-        if not isinstance(value, bool):
+        if not isinstance(value, (bool, str)):  # a switch, or a named mode (e.g. DINO's centering="sinkhorn")
             raise bad("true or false")
     elif _is_number(default):
         if not _is_number(value):
