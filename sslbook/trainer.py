@@ -49,7 +49,6 @@ from sslbook.config import ConfigError, TrainConfig, resolve, validate
 from sslbook.data.base import DataError, DataInfo, TensorImageDataset
 from sslbook.data.device import DeviceBatches
 from sslbook.data.indexed import WithIndex
-from sslbook.data.real import ImageFolderDataset
 from sslbook.data.registry import load_dataset, pretrain_split
 from sslbook.methods import get_method
 from sslbook.models import build_backbone
@@ -196,14 +195,9 @@ def balanced_sample(labels: torch.Tensor, n: int, seed: int = MONITOR_SEED) -> t
     return chosen.sort().values
 
 
-def _dataset_labels(dataset) -> torch.Tensor:
-    labels = dataset.labels if isinstance(dataset, (TensorImageDataset, ImageFolderDataset)) else None
-    if labels is not None and len(labels) == len(dataset):
-        return torch.as_tensor(labels).long()
-    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
-
-
 def _sample(dataset, n: int):
+    from sslbook.evaluation.common import _dataset_labels
+
     index = balanced_sample(_dataset_labels(dataset), n)
     if hasattr(dataset, "subset"):
         return dataset.subset(index)
