@@ -139,7 +139,7 @@ def _encoder_flops(vit, x, ids_keep):
 
 
 def test_mae_encoder_cost_scales_with_the_visible_patches():
-    """Issue 4: at 75% masking the encoder costs well under half of the unmasked encoder, at the same
+    """At 75% masking the encoder costs well under half of the unmasked encoder, at the same
     batch. Counted in FLOPs of a forward + backward pass (a clock on a shared CPU is too noisy)."""
     from sslbook.data.base import DataInfo
     from sslbook.methods.mae import random_masking

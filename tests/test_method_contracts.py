@@ -216,7 +216,7 @@ def test_mae_encoder_sees_the_visible_patches_and_the_decoder_puts_every_token_b
 
 
 def test_finetune_can_freeze_the_first_two_conv_blocks_of_the_book_convnet():
-    """Issue 3: freeze conv1 and conv2, train the rest plus a linear layer on a labelled subset."""
+    """Freeze conv1 and conv2, train the rest plus a linear layer on a labelled subset."""
     from sslbook import evaluation as ev
 
     g = torch.Generator().manual_seed(0)
