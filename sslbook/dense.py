@@ -20,6 +20,9 @@ protocol                    what it measures
                             IoU ≥ 0.5, class accuracy, and both at once.
 :func:`transfer`            k-NN and linear probe of a frozen backbone on *another* data set
                             (e.g. ``tabletop``, or a reader's ``folder:PATH``).
+:func:`attention_mask_iou`  attention maps (e.g. a ViT's [CLS] attention over its patches),
+                            thresholded to keep 60% of their mass as DINO does, against the
+                            objects' pixels: the Jaccard index per head.
 ==========================  ===================================================================
 
 The spatial map is :func:`spatial_features`: the backbone's ``feature_maps(x)`` (every backbone of
@@ -42,6 +45,7 @@ from torch import nn
 from sslbook.evaluation import extract_features, knn_accuracy, linear_probe, to_float
 
 __all__ = [
+    "attention_mask_iou",
     "box_iou",
     "confusion_matrix",
     "dense_probe",
@@ -52,6 +56,7 @@ __all__ = [
     "segmentation_scores",
     "soft_targets",
     "spatial_features",
+    "threshold_mass",
     "transfer",
 ]
 
@@ -573,3 +578,54 @@ def transfer(
             linear_probe(train_feats, train_labels, test_feats, test_labels, epochs=linear_epochs, seed=seed)["top1"]
         )
     return out
+
+
+def threshold_mass(maps: torch.Tensor, mass: float = 0.6) -> torch.Tensor:
+    """The smallest set of locations holding ``mass`` of each map's total: ...×h×w non-negative maps → bool
+    masks of the same shape. Caron et al. 2021 (DINO) threshold the [CLS] attention of each head this way
+    ("keep 60% of the mass") to turn it into an object mask."""
+    if not 0.0 < mass <= 1.0:
+        raise ValueError(f"mass must be in (0, 1], got {mass}")
+    if (maps < 0).any():
+        raise ValueError("threshold_mass needs non-negative maps (e.g. attention weights)")
+    flat = maps.flatten(-2).float()
+    flat = flat / flat.sum(-1, keepdim=True).clamp_min(1e-12)
+    values, order = flat.sort(dim=-1, descending=True)
+    before = values.cumsum(-1) - values  # the mass of the locations ranked above each one
+    keep_sorted = before < mass  # keep a location while the mass above it is still short of `mass`
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return keep.view(maps.shape)
+
+
+def attention_mask_iou(attention: torch.Tensor, object_masks: torch.Tensor, mass: float = 0.6) -> dict:
+    """How well thresholded attention maps cover the objects: the Jaccard index (IoU) between each head's
+    map, thresholded to keep ``mass`` of its total (:func:`threshold_mass`) and enlarged to the pixels, and
+    each image's object mask.
+
+    attention: N×heads×h×w (e.g. the [CLS] token's attention over the patch grid of a ViT's last layer);
+    object_masks: N×H×W bool (True on the objects), H and W multiples of h and w.
+    Returns ``per_head`` (the mean IoU of each head over the images), ``mean`` (over heads and images),
+    ``best`` (the head with the highest mean IoU, as a table of the best head reads it), ``best_head`` and
+    ``per_image`` (N×heads IoUs). An image whose mask and thresholded map are both empty counts as 1."""
+    if attention.dim() != 4:
+        raise ValueError(f"attention must be N×heads×h×w, got shape {tuple(attention.shape)}")
+    if object_masks.dim() != 3 or object_masks.shape[0] != attention.shape[0]:
+        raise ValueError(f"object_masks must be N×H×W for the same N, got {tuple(object_masks.shape)}")
+    (h, w), (H, W) = attention.shape[-2:], object_masks.shape[-2:]
+    if H % h or W % w:
+        raise ValueError(f"the mask's {H}×{W} pixels are not a multiple of the {h}×{w} attention grid")
+    keep = threshold_mass(attention, mass)
+    keep = keep.repeat_interleave(H // h, dim=-2).repeat_interleave(W // w, dim=-1)  # N×heads×H×W
+    truth = object_masks.bool()[:, None]
+    inter = (keep & truth).flatten(2).sum(-1).float()
+    union = (keep | truth).flatten(2).sum(-1).float()
+    per_image = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    per_head = per_image.mean(0)
+    best_head = int(per_head.argmax())
+    return dict(
+        per_head=per_head,
+        mean=float(per_head.mean()),
+        best=float(per_head[best_head]),
+        best_head=best_head,
+        per_image=per_image,
+    )

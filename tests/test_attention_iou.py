@@ -1,0 +1,67 @@
+"""Attention maps scored against object masks: DINO's 60%-of-the-mass threshold and the Jaccard index."""
+
+import pytest
+import torch
+
+from sslbook.dense import attention_mask_iou, threshold_mass
+
+
+def test_threshold_keeps_the_fewest_locations_that_hold_the_mass():
+    m = torch.tensor([[0.5, 0.3], [0.15, 0.05]])
+    assert threshold_mass(m, 0.6).tolist() == [[True, True], [False, False]]  # 0.5 < 0.6 ≤ 0.8
+    assert threshold_mass(m, 0.5).tolist() == [[True, False], [False, False]]
+    assert threshold_mass(m, 0.81).tolist() == [[True, True], [True, False]]
+    assert threshold_mass(m, 1.0).all()
+    # a loop over the sorted values gives the same set, map by map
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(5, 3, 4, 4, generator=g)
+    keep = threshold_mass(maps, 0.6)
+    for n in range(5):
+        for k in range(3):
+            flat = maps[n, k].flatten() / maps[n, k].sum()
+            chosen, total = set(), 0.0
+            for i in flat.argsort(descending=True).tolist():
+                if total >= 0.6:
+                    break
+                chosen.add(i)
+                total += float(flat[i])
+            assert set(keep[n, k].flatten().nonzero().flatten().tolist()) == chosen
+
+
+def test_threshold_refuses_bad_input():
+    with pytest.raises(ValueError, match="mass"):
+        threshold_mass(torch.ones(2, 2), 0.0)
+    with pytest.raises(ValueError, match="non-negative"):
+        threshold_mass(-torch.ones(2, 2))
+
+
+def test_attention_on_the_object_scores_one_and_uniform_attention_scores_the_object_share():
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, 0:4, 0:4] = True  # the object fills the top-left quarter: 4 of the 16 cells of a 4×4 grid
+    on_object = torch.zeros(2, 1, 4, 4)
+    on_object[:, :, 0:2, 0:2] = 1.0
+    uniform = torch.ones(2, 1, 4, 4)
+    r = attention_mask_iou(torch.cat([on_object, uniform], dim=1), masks)
+    # four equal cells on the object: 60% of the mass is reached with three of them (IoU 3/4); all the mass, four
+    assert r["per_head"][0] == pytest.approx(0.75)
+    assert attention_mask_iou(on_object, masks, mass=1.0)["best"] == pytest.approx(1.0)
+    # uniform attention keeps ceil(0.6 · 16) = 10 cells; with the object's 4 among them, IoU ≥ 0 and ≤ 4/10
+    assert 0.0 <= float(r["per_head"][1]) <= 0.4 + 1e-6
+    assert r["best_head"] == 0 and r["best"] == pytest.approx(0.75)
+    assert r["mean"] == pytest.approx(float(r["per_head"].mean()))
+    assert r["per_image"].shape == (2, 2)
+
+
+def test_iou_against_a_hand_count():
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[0, :2, :] = True  # top half: 8 pixels
+    attn = torch.zeros(1, 1, 2, 2)
+    attn[0, 0, 0, 0] = 1.0  # all mass on the top-left cell: 4 pixels, all on the object
+    assert attention_mask_iou(attn, masks)["best"] == pytest.approx(4 / 8)
+
+
+def test_attention_iou_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="N×heads×h×w"):
+        attention_mask_iou(torch.ones(2, 4, 4), torch.ones(2, 8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="multiple"):
+        attention_mask_iou(torch.ones(2, 1, 3, 3), torch.ones(2, 8, 8, dtype=torch.bool))
