@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import sslbook
+import sslbook.config
+import sslbook.trainer
+from sslbook.cli import main
+from sslbook.comparison import format_table, gain_beyond_noise, run_names, welch_t_test
 from sslbook.data.base import DataInfo, TensorImageDataset
 from sslbook.evaluation import bootstrap, evaluate, refresh_bn_statistics
 
@@ -93,3 +102,129 @@ def test_evaluate_adds_bootstrap_noise_only_when_asked():
     assert {k: boot[k] for k in plain} == plain
     for name in plain:
         assert boot[f"{name}_boot_std"] >= 0 and boot[f"{name}_low"] <= boot[name] <= boot[f"{name}_high"]
+
+
+# ---------------------------------------------------------------- Welch's test and the decision
+
+
+def test_welch_t_test_matches_scipy():
+    from scipy.stats import ttest_ind
+
+    a, b = [0.61, 0.64, 0.60, 0.66], [0.55, 0.58, 0.50]
+    ours = welch_t_test(a, b)
+    ref = ttest_ind(a, b, equal_var=False, alternative="greater")
+    assert ours["t"] == pytest.approx(ref.statistic, rel=1e-9) and ours["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert ours["df"] == pytest.approx(ref.df, rel=1e-9)
+    assert welch_t_test([0.5, 0.5], [0.4, 0.4])["p"] == 0.0 and welch_t_test([0.4, 0.4], [0.4, 0.4])["p"] == 1.0
+    with pytest.raises(ValueError, match="two values"):
+        welch_t_test([0.5], [0.4, 0.3])
+
+
+def test_beyond_noise_only_when_the_gain_clears_the_seed_spread():
+    floor = [0.50, 0.52, 0.48]
+    within = gain_beyond_noise([0.51, 0.47, 0.55], floor)
+    assert within["gain"] == pytest.approx(0.01) and within["p"] > 0.05 and not within["beyond_noise"]
+    clear = gain_beyond_noise([0.70, 0.71, 0.69], floor)
+    assert clear["gain"] == pytest.approx(0.2) and clear["p"] < 0.001 and clear["beyond_noise"]
+    below = gain_beyond_noise([0.30, 0.31, 0.29], floor)
+    assert below["p"] > 0.99 and not below["beyond_noise"]
+    one_seed = gain_beyond_noise([0.9], [0.1])
+    assert one_seed["p"] is None and not one_seed["beyond_noise"]
+
+
+def test_run_names_reuse_the_chapters_folders_for_seed_0_without_run_options():
+    assert run_names("simclr", 0) == {
+        "method": "simclr",
+        "random": "random-init-simclr",
+        "bn_refreshed": "bn-refreshed-simclr",
+    }
+    assert run_names("simclr", 0, {"linear_epochs": 5, "eval_bootstrap": 100})["method"] == "simclr"
+    assert run_names("simclr", 2)["method"] == "simclr-seed2"
+    short = run_names("simclr", 0, {"epochs": 1})
+    assert short["method"].startswith("simclr-") and short["method"].endswith("-seed0")
+    assert short["random"] == "random-init-simclr"  # the controls train no epoch: the same runs
+    assert run_names("simclr", 0, {"epochs": 2})["method"] != short["method"]
+
+
+# ---------------------------------------------------------------- compare, end to end
+
+
+KEYS = {
+    "method", "seeds", "preset", "knn_mean", "knn_std", "linear_mean", "linear_std", "floor_knn_mean",
+    "floor_knn_std", "floor_linear_mean", "floor_linear_std", "floor", "random_knn_mean", "random_linear_mean",
+    "bn_refreshed_knn_mean", "bn_refreshed_linear_mean", "gain_knn", "gain_linear", "p_knn", "p_linear",
+    "knn_boot_std", "linear_boot_std", "beyond_noise",
+}  # fmt: skip
+
+
+@pytest.fixture
+def tiny(shapes_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLBOOK_RUNS", str(tmp_path / "runs"))
+    return dict(
+        backbone="convnet_small",
+        batch_size=64,
+        epochs=1,
+        data_kwargs=dict(n_train=200, n_test=100, root=str(shapes_root)),
+        linear_epochs=2,
+        monitor_knn=0,
+        eval_bootstrap=100,
+        num_workers=0,
+    )
+
+
+def test_compare_reports_every_key_and_reuses_its_runs(tiny, tmp_path):
+    rows = sslbook.compare(["supervised"], "tiny", seeds=2, progress=False, **tiny)
+    (row,) = rows
+    assert KEYS <= set(row) and row["method"] == "supervised" and row["seeds"] == 2
+    json.dumps(row)
+    assert row["floor"] in ("random", "bn_refreshed") or "(kNN)" in row["floor"]
+    assert row["floor_knn_mean"] == max(row["random_knn_mean"], row["bn_refreshed_knn_mean"])
+    assert row["gain_knn"] == pytest.approx(row["knn_mean"] - row["floor_knn_mean"])
+    assert row["beyond_noise"] == (row["p_knn"] < 0.05 and row["p_linear"] < 0.05)
+    assert 0 < row["knn_boot_std"] < 0.2 and len(row["knn"]) == 2
+    checkpoints = sorted((tmp_path / "runs" / "tiny").glob("*/last.pt"))
+    assert len(checkpoints) == 6  # 2 seeds × (the method, random init, random init with BN refreshed)
+    stamps = {p: p.stat().st_mtime_ns for p in checkpoints}
+    again = sslbook.compare(["supervised"], "tiny", seeds=2, progress=False, **tiny)
+    assert again == rows and {p: p.stat().st_mtime_ns for p in checkpoints} == stamps
+    assert "supervised" in format_table(rows) and "beyond noise" in format_table(rows)
+
+
+def test_compare_with_one_seed_says_the_test_is_impossible(tiny):
+    (row,) = sslbook.compare(["supervised"], "tiny", seeds=1, progress=False, **tiny)
+    assert row["p_knn"] is None and row["knn_std"] is None and row["beyond_noise"] is False
+    assert "one seed" in row["note"]
+
+
+def test_cli_compare_json_is_one_line_per_method(tiny, capsys):
+    args = ["compare", "supervised", "--seeds", "1", "--json", "--no-progress", "--epochs", "1"]
+    for k in ("backbone", "batch_size", "data_kwargs", "linear_epochs", "monitor_knn", "eval_bootstrap"):
+        args += ["--option", f"{k}={json.dumps(tiny[k])}"]
+    assert main(args) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and KEYS <= set(json.loads(lines[0]))
+
+
+def test_cli_compare_refuses_an_unknown_method_in_one_line(tiny, capsys):
+    assert main(["compare", "supervised", "no_such_method", "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "no_such_method" in err
+    assert not (Path(os.environ["SSLBOOK_RUNS"])).exists()  # refused before anything trained
+    assert main(["compare", "supervised", "--seeds", "0", "--no-progress"]) != 0
+    assert main(["compare", "supervised", "--option", "seed=3", "--no-progress"]) != 0
+    assert capsys.readouterr().err.count("\n") == 2
+
+
+def test_cli_bn_refresh_on_train_and_eval(tiny, tmp_path, capsys):
+    common = ["--preset", "tiny", "--backbone", "convnet_small", "--no-progress"]
+    assert main(["train", "supervised", "--epochs", "1", "--bn-refresh", *common]) != 0  # epochs 0 only
+    assert "--bn-refresh" in capsys.readouterr().err
+    cfg = sslbook.config.resolve("supervised", "tiny", **{**tiny, "epochs": 0, "eval_protocols": ("knn",)})
+    plain = sslbook.trainer.run(cfg).metrics
+    out = str(tmp_path / "bn")
+    refreshed = sslbook.trainer.run(dataclasses.replace(cfg, bn_refresh=True, out=out))
+    assert refreshed.metrics != plain
+    assert main(["eval", f"{out}/last.pt", "--bn-refresh"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["bn_refresh"] is True and line["bn_layers"] > 0
+    assert line["knn_top1"] == pytest.approx(refreshed.metrics["knn_top1"])  # measuring again: the same statistics
