@@ -194,14 +194,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_set(items: list[str]) -> dict:
+def _parse_set(items: list[str], flag: str = "--set") -> dict:
     """``KEY=VALUE`` pairs: the value as JSON when it parses (numbers, true/false, lists), as a number when
     Python reads one (``nan``, ``inf``: refused by the config's validation), else as a string."""
     out = {}
     for item in items:
         k, sep, v = item.partition("=")
         if not sep or not k:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -320,7 +320,7 @@ def _bn_report(refreshed: bool, backbone) -> dict:
 def _compare(args) -> int:
     from sslbook.comparison import compare, format_table
 
-    overrides = _parse_set(args.option)
+    overrides = _parse_set(args.option, "--option")
     for k in ("data", "epochs", "max_steps", "batch_size", "backbone", "num_workers", "eval_bootstrap"):
         if getattr(args, k) is not None:
             overrides[k] = getattr(args, k)

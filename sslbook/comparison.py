@@ -160,7 +160,8 @@ def compare(
         ``floor_knn_mean``, ``floor_knn_std``, ``floor_linear_mean``, ``floor_linear_std``; ``gain_knn``,
         ``gain_linear``, ``p_knn``, ``p_linear`` (Welch, one-sided; None with one seed); ``beyond_noise_knn``,
         ``beyond_noise_linear`` and ``beyond_noise`` (both); ``knn_boot_std``, ``linear_boot_std`` (the test
-        set's noise on the method's top-1, mean over seeds); the per-seed scores ``knn``, ``linear``; and
+        set's noise on the method's top-1, mean over seeds) and ``knn_noise``, ``linear_noise`` (which is the
+        larger: ``"seeds"`` or ``"test set"``; None with one seed); the per-seed scores ``knn``, ``linear``; and
         ``note`` (why the test could not be made, or None). Stds are None with one seed.
     """
     methods = list(dict.fromkeys(methods))
@@ -220,6 +221,14 @@ def _summarise(method: str, preset: str, seeds: int, metrics: dict, alpha: float
         verdicts.append(decision["beyond_noise"])
         boot = [r.get(f"{key}_boot_std") for r in metrics["method"]]
         row[f"{p}_boot_std"] = sum(boot) / len(boot) if all(b is not None for b in boot) else None
+        seed_std = row[f"{p}_std"]
+        row[f"{p}_noise"] = (  # which noise is the larger on the method's score: the seeds' or the test set's
+            None
+            if seed_std is None or row[f"{p}_boot_std"] is None
+            else "seeds"
+            if seed_std > row[f"{p}_boot_std"]
+            else "test set"
+        )
     row["floor"] = (
         row["floor_knn"]
         if row["floor_knn"] == row["floor_linear"]

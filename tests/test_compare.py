@@ -182,6 +182,7 @@ def test_compare_reports_every_key_and_reuses_its_runs(tiny, tmp_path):
     assert row["gain_knn"] == pytest.approx(row["knn_mean"] - row["floor_knn_mean"])
     assert row["beyond_noise"] == (row["p_knn"] < 0.05 and row["p_linear"] < 0.05)
     assert 0 < row["knn_boot_std"] < 0.2 and len(row["knn"]) == 2
+    assert row["knn_noise"] == ("seeds" if row["knn_std"] > row["knn_boot_std"] else "test set")
     checkpoints = sorted((tmp_path / "runs" / "tiny").glob("*/last.pt"))
     assert len(checkpoints) == 6  # 2 seeds × (the method, random init, random init with BN refreshed)
     stamps = {p: p.stat().st_mtime_ns for p in checkpoints}
@@ -212,7 +213,11 @@ def test_cli_compare_refuses_an_unknown_method_in_one_line(tiny, capsys):
     assert not (Path(os.environ["SSLBOOK_RUNS"])).exists()  # refused before anything trained
     assert main(["compare", "supervised", "--seeds", "0", "--no-progress"]) != 0
     assert main(["compare", "supervised", "--option", "seed=3", "--no-progress"]) != 0
-    assert capsys.readouterr().err.count("\n") == 2
+    assert main(["compare", "supervised", "--option", "linear_epochs", "--no-progress"]) != 0
+    assert main(["compare", "supervised", "--option", "linear_epochs=-1", "--no-progress"]) != 0
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 4 and all(e.startswith("error:") for e in errors)
+    assert "--option expects KEY=VALUE" in errors[2] and "linear_epochs" in errors[3]
 
 
 def test_cli_bn_refresh_on_train_and_eval(tiny, tmp_path, capsys):
