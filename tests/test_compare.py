@@ -233,3 +233,20 @@ def test_cli_bn_refresh_on_train_and_eval(tiny, tmp_path, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["bn_refresh"] is True and line["bn_layers"] > 0
     assert line["knn_top1"] == pytest.approx(refreshed.metrics["knn_top1"])  # measuring again: the same statistics
+
+
+def test_the_new_options_are_validated_and_an_older_checkpoint_keeps_its_metrics():
+    from sslbook.config import ConfigError, TrainConfig, resolve
+    from sslbook.trainer import _same_evaluation
+
+    with pytest.raises(ConfigError, match=r"bn_refresh \(--bn-refresh\) must be used with epochs 0"):
+        resolve("supervised", "tiny", bn_refresh=True)
+    with pytest.raises(ConfigError, match="bn_refresh"):
+        resolve("supervised", "tiny", epochs=0, bn_refresh="yes")
+    with pytest.raises(ConfigError, match="eval_bootstrap"):
+        resolve("supervised", "tiny", eval_bootstrap=1)
+    assert resolve("supervised", "tiny", epochs=0, bn_refresh=True, eval_bootstrap=200).bn_refresh
+    cfg = resolve("supervised", "tiny")
+    saved = {k: v for k, v in cfg.to_dict().items() if k not in ("eval_bootstrap", "bn_refresh")}  # before them
+    assert _same_evaluation(saved, cfg) and TrainConfig.from_dict(saved) == cfg
+    assert not _same_evaluation(saved, dataclasses.replace(cfg, eval_bootstrap=100))
