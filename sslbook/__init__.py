@@ -19,4 +19,35 @@ def train(method: str, **overrides):
     return _train(method, **overrides)
 
 
-__all__ = ["__version__", "current_preset", "get_preset", "list_methods", "run_dir", "train"]
+def compare(methods, preset: str | None = None, seeds: int = 3, progress: bool = True, **overrides) -> list[dict]:
+    """Each method over several seeds against its random-init floors; see :func:`sslbook.comparison.compare`."""
+    from sslbook.comparison import compare as _compare
+
+    return _compare(methods, preset, seeds=seeds, progress=progress, **overrides)
+
+
+def refresh_bn_statistics(backbone, dataset, **kwargs):
+    """BatchNorm statistics of a backbone measured on a data set; see :func:`sslbook.evaluation.refresh_bn_statistics`."""
+    from sslbook.evaluation.batchnorm import refresh_bn_statistics as _refresh
+
+    return _refresh(backbone, dataset, **kwargs)
+
+
+def bootstrap(values, **kwargs) -> dict:
+    """The test set's noise on a mean score; see :func:`sslbook.evaluation.bootstrap`."""
+    from sslbook.evaluation.stats import bootstrap as _bootstrap
+
+    return _bootstrap(values, **kwargs)
+
+
+__all__ = [
+    "__version__",
+    "bootstrap",
+    "compare",
+    "current_preset",
+    "get_preset",
+    "list_methods",
+    "refresh_bn_statistics",
+    "run_dir",
+    "train",
+]

@@ -1,10 +1,13 @@
-"""Command line: ``python -m sslbook {list,train,eval,bench}``.
+"""Command line: ``python -m sslbook {list,train,eval,bench,compare}``.
 
     python -m sslbook list
     python -m sslbook train METHOD [--data NAME|folder:PATH] [--preset tiny|full|speedrun] [--epochs N]
                                    [--batch-size B] [--max-steps N] [--out DIR] [--resume] [--compile]
-                                   [--data-on auto|device|loader] [--target-knn F]
+                                   [--data-on auto|device|loader] [--target-knn F] [--bn-refresh]
     python -m sslbook eval CHECKPOINT [--data NAME] [--protocol knn|linear|kmeans|finetune|segmentation|detection|transfer]
+                                      [--bn-refresh]
+    python -m sslbook compare METHOD [METHOD ...] [--preset P] [--seeds N] [--json] [--epochs N] [--data NAME]
+                                   [--bootstrap B] [--option KEY=VALUE] [--set KEY=VALUE]
     python -m sslbook bench METHOD [--preset P] [--steps N] [--batch-size B] [--backbone NAME]
                                    [--data NAME|random] [--warmup W] [--compile] [--data-on auto|device|loader]
 
@@ -12,11 +15,15 @@
 metrics (``knn_top1``, ``linear_top1``: fractions in [0, 1]); with a kNN target (``--target-knn``, the
 ``speedrun`` preset) also ``target_reached``: the monitor entry (epoch, training seconds, kNN) at which the
 run reached it, or null. ``--epochs 0`` evaluates the untrained backbone,
-the random-init baseline. Under ``torchrun --nproc_per_node=K`` the same command trains with DDP:
+the random-init baseline; with ``--bn-refresh`` too, that baseline with BatchNorm's running statistics
+measured on the training images (the JSON line then says ``bn_refresh`` and how many ``bn_layers``). Under ``torchrun --nproc_per_node=K`` the same command trains with DDP:
 ``--batch-size B`` is the global batch (B/K images per process, B a multiple of K) and the learning rate
 is ``--lr`` × B / 256 whatever K is.
 ``bench`` prints a table of the training step's speed (images/s, seconds per 50,000-image epoch, peak GPU
 memory, FLOPs, MFU) with the hardware, and as its last line one JSON object with every figure.
+``compare`` trains (or loads) every method over N seeds and both random-init controls, and prints a table of
+means ± std over seeds, the gains over the stronger control, Welch's p-values and the test set's bootstrap
+noise; with ``--json`` one JSON object per method instead.
 """
 
 from __future__ import annotations
@@ -107,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         help="stop once the kNN monitor reads this top-1 (a fraction; needs the monitor, on at every preset)",
     )
     t.add_argument(
+        "--bn-refresh",
+        action="store_true",
+        default=None,
+        dest="bn_refresh",
+        help="with --epochs 0: the random-init control with BatchNorm's running statistics measured on the "
+        "training images (no weight changes)",
+    )
+    t.add_argument(
         "--set",
         action="append",
         default=[],
@@ -127,6 +142,37 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--data-on", choices=["auto", "device", "loader"])
     b.add_argument("--workers", type=int, dest="num_workers", help="DataLoader workers on the loader path")
 
+    c = sub.add_parser(
+        "compare",
+        help="methods over several seeds against their random-init floors: mean ± std, gains, Welch p-values",
+    )
+    c.add_argument("methods", nargs="+", metavar="METHOD", help=f"one or more of: {', '.join(list_methods())}")
+    c.add_argument("--preset", choices=sorted(PRESETS), help="default $SSLBOOK_PRESET or tiny")
+    c.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every run (default 3)")
+    c.add_argument("--json", action="store_true", help="one JSON line per method instead of the table")
+    c.add_argument("--data")
+    c.add_argument("--epochs", type=int, help="the methods' epochs (the random-init controls train none)")
+    c.add_argument("--max-steps", type=int, dest="max_steps")
+    c.add_argument("--batch-size", type=int, dest="batch_size")
+    c.add_argument("--backbone")
+    c.add_argument("--workers", type=int, dest="num_workers")
+    c.add_argument(
+        "--bootstrap",
+        type=int,
+        default=None,
+        dest="eval_bootstrap",
+        help="test-set resamples for the evaluation's own noise (default 1000)",
+    )
+    c.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any training option, e.g. --option linear_epochs=20 --option 'data_kwargs={\"n_train\": 500}'",
+    )
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method argument, as for train")
+    c.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+
     e = sub.add_parser("eval", help="evaluate a checkpoint's backbone")
     e.add_argument("checkpoint")
     e.add_argument("--data", help="evaluate on another data set than the one trained on")
@@ -140,17 +186,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--label-fraction", type=float, default=0.1, help="finetune: fraction of labels used")
     e.add_argument("--epochs", type=int, default=None, help="finetune / linear epochs")
+    e.add_argument(
+        "--bn-refresh",
+        action="store_true",
+        help="first measure BatchNorm's running statistics on the training images (weights unchanged)",
+    )
     return p
 
 
-def _parse_set(items: list[str]) -> dict:
+def _parse_set(items: list[str], flag: str = "--set") -> dict:
     """``KEY=VALUE`` pairs: the value as JSON when it parses (numbers, true/false, lists), as a number when
     Python reads one (``nan``, ``inf``: refused by the config's validation), else as a string."""
     out = {}
     for item in items:
         k, sep, v = item.partition("=")
         if not sep or not k:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -173,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "compare":
+            return _compare(args)
         return _eval(args)
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
@@ -213,6 +266,7 @@ def _train(args) -> int:
             "target_knn",
             "overwrite",
             "checkpoint_every",
+            "bn_refresh",
         )
     }
     cfg = resolve(args.method, args.preset, resume=args.resume or None, method_kwargs=_parse_set(args.set), **overrides)
@@ -235,6 +289,7 @@ def _train(args) -> int:
                     "steps": len(result.history) and result.history[-1]["step"],
                     "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                     "train_seconds": round(result.train_seconds, 2),
+                    **_bn_report(cfg.bn_refresh, result.backbone),
                     **result.metrics,
                     **(
                         {
@@ -250,6 +305,33 @@ def _train(args) -> int:
             )
         )
     dist.cleanup()
+    return 0
+
+
+def _bn_report(refreshed: bool, backbone) -> dict:
+    """The JSON line's account of a BatchNorm refresh: how many layers had their statistics measured."""
+    if not refreshed:
+        return {}
+    from sslbook.evaluation import batchnorm_layers
+
+    return {"bn_refresh": True, "bn_layers": len(batchnorm_layers(backbone))}  # 0: evaluated unchanged
+
+
+def _compare(args) -> int:
+    from sslbook.comparison import compare, format_table
+
+    overrides = _parse_set(args.option, "--option")
+    for k in ("data", "epochs", "max_steps", "batch_size", "backbone", "num_workers", "eval_bootstrap"):
+        if getattr(args, k) is not None:
+            overrides[k] = getattr(args, k)
+    if args.set:
+        overrides["method_kwargs"] = {**overrides.get("method_kwargs", {}), **_parse_set(args.set)}
+    rows = compare(args.methods, args.preset, seeds=args.seeds, progress=args.progress, **overrides)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(format_table(rows))
     return 0
 
 
@@ -285,6 +367,8 @@ def _eval(args) -> int:
     trained = load_trained(args.checkpoint)
     cfg = trained.config
     if args.protocol in ("segmentation", "detection", "transfer"):
+        if args.bn_refresh:
+            raise ValueError("--bn-refresh applies to the knn, linear, kmeans and finetune protocols")
         return _eval_dense(args, trained)
     if args.data and args.data != cfg.data:
         cfg = replace(cfg, data=args.data, data_kwargs={})
@@ -296,6 +380,9 @@ def _eval(args) -> int:
     train_set, test_set = eval_sets(cfg)
     backbone = trained.backbone
     out = {"checkpoint": args.checkpoint, "method": cfg.method, "data": cfg.data, "protocol": args.protocol}
+    if args.bn_refresh:
+        evaluation.refresh_bn_statistics(backbone, train_set, batch_size=cfg.eval_batch_size)
+    out.update(_bn_report(args.bn_refresh, backbone))
     if args.protocol == "finetune":
         kw = {"epochs": args.epochs} if args.epochs else {}
         res = evaluation.finetune(

@@ -87,6 +87,12 @@ class TrainConfig:
     knn_temperature: float = 0.07
     linear_epochs: int = 100
     eval_batch_size: int = 512
+    # the test set's own noise: resample its items this many times and report each top-1's std and 95% interval
+    # (knn_top1_boot_std, knn_top1_low, knn_top1_high, the same for linear_top1); 0 = off
+    eval_bootstrap: int = 0
+    # the random-init control (epochs=0 only): BatchNorm's running statistics measured on the training images
+    # before evaluation (sslbook.evaluation.refresh_bn_statistics); part of what defines the run
+    bn_refresh: bool = False
     # learning curve: after every epoch (and before the first), weighted kNN on a fixed subset of this
     # many labelled training images (the bank) and half as many test images; 0 = off. Uses no random
     # numbers, so a run with the monitor trains exactly as one without it.
@@ -857,6 +863,7 @@ CLI_FLAGS = {
     "data_on": "--data-on",
     "target_knn": "--target-knn",
     "checkpoint_every": "--checkpoint-every",
+    "bn_refresh": "--bn-refresh",
     "preset": "--preset",
     "method": "METHOD",
 }
@@ -942,7 +949,7 @@ def validate(cfg: "TrainConfig") -> "TrainConfig":
     _check(_is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", "an integer >= 0", cfg.num_workers)
     _check(cfg.augment_on in ("device", "loader"), "augment_on", "one of device, loader", cfg.augment_on)
     _check(cfg.data_on in ("auto", "device", "loader"), "data_on", "one of auto, device, loader", cfg.data_on)
-    for key in ("compile", "amp", "sync_bn", "resume", "overwrite", "progress"):
+    for key in ("compile", "amp", "sync_bn", "resume", "overwrite", "progress", "bn_refresh"):
         _check(isinstance(getattr(cfg, key), bool), key, "true or false", getattr(cfg, key))
     _check(
         cfg.grad_clip is None or (_finite(cfg.grad_clip) and cfg.grad_clip > 0),
@@ -994,6 +1001,19 @@ def validate(cfg: "TrainConfig") -> "TrainConfig":
         "eval_batch_size",
         "a positive integer",
         cfg.eval_batch_size,
+    )
+    _check(
+        _is_int(cfg.eval_bootstrap) and (cfg.eval_bootstrap == 0 or cfg.eval_bootstrap >= 2),
+        "eval_bootstrap",
+        "a number of test-set resamples >= 2 (or 0: no bootstrap)",
+        cfg.eval_bootstrap,
+    )
+    _check(
+        not cfg.bn_refresh or cfg.epochs == 0,
+        "bn_refresh",
+        "used with epochs 0 (it is the random-init control; to refresh a trained backbone: "
+        "python -m sslbook eval CHECKPOINT --bn-refresh)",
+        cfg.bn_refresh,
     )
     _check(
         _is_int(cfg.monitor_knn) and cfg.monitor_knn >= 0,

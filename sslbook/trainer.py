@@ -146,6 +146,7 @@ def evaluate_backbone(
         linear_epochs=cfg.linear_epochs,
         batch_size=cfg.eval_batch_size,
         progress=progress,
+        bootstrap=cfg.eval_bootstrap,
     )
 
 
@@ -591,6 +592,7 @@ RESUME_MAY_CHANGE = (
     "knn_temperature",
     "linear_epochs",
     "eval_batch_size",
+    "eval_bootstrap",
     "monitor_every",
     "target_knn",
 )
@@ -819,6 +821,10 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
         print(f"{cfg.method}: the checkpoint is finished and evaluated; reusing its metrics", file=sys.stderr)
     elif main:
         train_eval, test_eval = eval_sets(cfg)
+        if cfg.bn_refresh:  # the random-init control: BatchNorm statistics of the training images, nothing else
+            from sslbook.evaluation import refresh_bn_statistics
+
+            refresh_bn_statistics(method.backbone, train_eval, batch_size=cfg.eval_batch_size)
         metrics = evaluate_backbone(method.backbone, cfg, train_set=train_eval, test_set=test_eval)
         metrics.update(method.evaluate_extra())
         metrics = {k: float(v) for k, v in metrics.items()}
@@ -889,13 +895,24 @@ def _info_dict(info: DataInfo) -> dict:
     )
 
 
-_EVAL_KEYS = ("data", "eval_protocols", "knn_k", "knn_temperature", "linear_epochs", "image_size", "data_kwargs")
+_EVAL_KEYS = (
+    "data",
+    "eval_protocols",
+    "knn_k",
+    "knn_temperature",
+    "linear_epochs",
+    "image_size",
+    "data_kwargs",
+    "eval_bootstrap",
+)
 
 
 def _same_evaluation(saved: dict, cfg: TrainConfig) -> bool:
-    """Whether metrics stored in a checkpoint were computed with the evaluation settings of ``cfg``."""
+    """Whether metrics stored in a checkpoint were computed with the evaluation settings of ``cfg`` (a key an
+    older checkpoint lacks counts at its default, which is what that checkpoint was evaluated with)."""
+    defaults = TrainConfig().to_dict()
     now = cfg.to_dict()
-    return all(saved.get(k) == now.get(k) for k in _EVAL_KEYS)
+    return all(_plain(saved.get(k, defaults[k])) == _plain(now.get(k)) for k in _EVAL_KEYS)
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> dict:

@@ -16,13 +16,17 @@ t-SNE               a picture of the feature space (van der Maaten & Hinton 2008
 fine-tuning         how good a starting point is the backbone when a few labels are available?
 robustness          how much does k-NN accuracy fall on corrupted test images?
                     (Gaussian noise, blur, contrast; after Hendrycks & Dietterich 2019)
+bootstrap           how much would a top-1 move on another test set of the same size?
+BN-refreshed floor  random weights with BatchNorm statistics measured on the training images:
+                    the control any trained backbone must beat.
 throughput          images per second and peak memory of a module.
 ==================  ===========================================================================
 
 The protocols live by concern, and every name is importable from ``sslbook.evaluation``:
 :mod:`~sslbook.evaluation.frozen` (features, k-NN, linear probe, k-means, t-SNE, :func:`evaluate`),
 :mod:`~sslbook.evaluation.finetune`, :mod:`~sslbook.evaluation.robustness`,
-:mod:`~sslbook.evaluation.stats` (rank correlation, Pareto front) and :mod:`sslbook.cost` (parameters,
+:mod:`~sslbook.evaluation.stats` (rank correlation, Pareto front, bootstrap),
+:mod:`~sslbook.evaluation.batchnorm` (the BN-refreshed random-init control) and :mod:`sslbook.cost` (parameters,
 throughput, memory).
 
 Conventions used throughout:
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 from sslbook.augment import to_float
 from sslbook.cost import count_parameters, measure_throughput
+from sslbook.evaluation.batchnorm import batchnorm_layers, refresh_bn_statistics
 from sslbook.evaluation.finetune import finetune, flip_and_crop, stratified_subset
 from sslbook.evaluation.frozen import (
     PROTOCOLS,
@@ -50,11 +55,13 @@ from sslbook.evaluation.frozen import (
     tsne_embedding,
 )
 from sslbook.evaluation.robustness import CORRUPTIONS, SEVERITY_PARAMS, corrupt, robustness, robustness_rows
-from sslbook.evaluation.stats import pareto_front, rank_correlation
+from sslbook.evaluation.stats import bootstrap, pareto_front, rank_correlation
 
 __all__ = [
     "PROTOCOLS",
     "CORRUPTIONS",
+    "batchnorm_layers",
+    "bootstrap",
     "SEVERITY_PARAMS",
     "corrupt",
     "count_parameters",
@@ -69,6 +76,7 @@ __all__ = [
     "measure_throughput",
     "pareto_front",
     "rank_correlation",
+    "refresh_bn_statistics",
     "plot_tsne",
     "robustness",
     "robustness_rows",

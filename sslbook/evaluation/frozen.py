@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from sslbook.augment import to_float
 from sslbook.cost import module_device
 from sslbook.evaluation.common import _check_labels, _iterate
+from sslbook.evaluation.stats import bootstrap as bootstrap_scores
 from sslbook.schedules import cosine_at
 
 # ----------------------------------------------------------------------------------------------
@@ -172,7 +173,8 @@ def linear_probe(
         device: where to train; default the device of ``train_feats``.
 
     Returns:
-        dict with ``top1`` (test accuracy in [0, 1]), ``train_top1``, ``classifier`` (the trained
+        dict with ``top1`` (test accuracy in [0, 1]), ``test_correct`` (bool M: which test items the probe
+        classifies right), ``train_top1``, ``classifier`` (the trained
         ``nn.Linear``, on the CPU), ``mean`` and ``std`` (1×D; predict on new features ``f`` with
         ``classifier((f - mean) / std)``) and ``history`` (mean training loss of each epoch).
     """
@@ -208,9 +210,10 @@ def linear_probe(
 
     with torch.no_grad():
         train_top1 = (classifier(x_train).argmax(1) == y_train).float().mean().item()
-        test_top1 = (classifier(x_test).argmax(1).cpu() == test_labels.cpu()).float().mean().item()
+        test_correct = classifier(x_test).argmax(1).cpu() == test_labels.cpu()
     return {
-        "top1": test_top1,
+        "top1": test_correct.float().mean().item(),
+        "test_correct": test_correct,
         "train_top1": train_top1,
         "classifier": classifier.cpu().eval(),
         "mean": mean.cpu(),
@@ -363,6 +366,7 @@ def evaluate(
     device: torch.device | str | None = None,
     progress: bool = False,
     seed: int = 0,
+    bootstrap: int = 0,
 ) -> dict:
     """Extract features once and run the chosen frozen-feature protocols.
 
@@ -370,10 +374,15 @@ def evaluate(
         protocols: any of ``"knn"`` (weighted k-NN, train → test), ``"linear"`` (linear probe
             trained on train features, scored on test) and ``"kmeans"`` (clusters of the *test*
             features against the test labels). Unlabelled training images (label < 0) are ignored.
+        bootstrap: if > 0, also the test set's sampling noise on the k-NN and linear top-1: that many
+            resamples of the test items with replacement (:func:`~sslbook.evaluation.stats.bootstrap`,
+            seeded with ``seed``).
 
     Returns:
         a dict of plain Python floats, all fractions in [0, 1]: ``knn_top1``, ``linear_top1``,
-        ``nmi`` and ``ari`` for the protocols asked for.
+        ``nmi`` and ``ari`` for the protocols asked for; with ``bootstrap``, for each top-1 also
+        ``<name>_boot_std`` (the standard deviation over the resamples) and ``<name>_low``,
+        ``<name>_high`` (the 95% percentile interval).
     """
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
@@ -384,11 +393,20 @@ def evaluate(
         train_feats, train_labels = extract_features(backbone, train_set, batch_size, device=device, progress=progress)
         keep = train_labels >= 0
         train_feats, train_labels = train_feats[keep], train_labels[keep]
+        correct = {}
         if "knn" in protocols:
-            out["knn_top1"] = float(knn_accuracy(train_feats, train_labels, test_feats, test_labels, k, temperature))
+            num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+            pred = knn_classify(train_feats, train_labels, test_feats, k, temperature, num_classes=num_classes)
+            correct["knn_top1"] = pred.cpu() == test_labels.long().cpu()
+            out["knn_top1"] = float(correct["knn_top1"].float().mean())
         if "linear" in protocols:
             probe = linear_probe(train_feats, train_labels, test_feats, test_labels, epochs=linear_epochs, seed=seed)
+            correct["linear_top1"] = probe["test_correct"]
             out["linear_top1"] = float(probe["top1"])
+        if bootstrap:
+            for name, c in correct.items():
+                b = bootstrap_scores(c, resamples=bootstrap, seed=seed)
+                out.update({f"{name}_boot_std": b["std"], f"{name}_low": b["low"], f"{name}_high": b["high"]})
     if "kmeans" in protocols:
         scores = kmeans_scores(test_feats, test_labels, seed=seed)
         out["nmi"], out["ari"] = float(scores["nmi"]), float(scores["ari"])

@@ -1,4 +1,5 @@
-"""Statistics of a comparison: Spearman's rank correlation and the Pareto front of cost against score."""
+"""Statistics of a comparison: Spearman's rank correlation, the Pareto front of cost against score, and the
+bootstrap of a test-set score."""
 
 from __future__ import annotations
 
@@ -47,3 +48,36 @@ def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
         if not bool(dominated.any()):
             front.append(i)
     return sorted(front, key=lambda i: (float(c[i]), -float(s[i])))
+
+
+def bootstrap(values, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """The test set's own sampling noise on a mean score: resample the per-item scores with replacement.
+
+    ``values`` holds one score per test item (for an accuracy: 1 where the prediction is right, 0 where it is
+    wrong). Each of ``resamples`` draws picks ``len(values)`` items with replacement (a generator seeded with
+    ``seed``, so the result is reproducible) and takes their mean; the spread of those means says how much the
+    score would move on another test set of the same size from the same distribution.
+
+    Returns:
+        dict with ``mean`` (the score on the test set itself), ``std`` (the standard deviation of the
+        resampled means) and ``low``, ``high`` (the central ``level`` percentile interval of the resampled
+        means, 95% by default). All plain floats; ``std`` is 0 when every item scores the same.
+    """
+    x = torch.as_tensor(values).detach().flatten().to(torch.float64).cpu()
+    if x.numel() == 0:
+        raise ValueError("bootstrap needs at least one score")
+    if not (isinstance(resamples, int) and resamples >= 2):
+        raise ValueError(f"resamples must be an integer >= 2, got {resamples!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n = x.numel()
+    generator = torch.Generator().manual_seed(seed)
+    means = torch.empty(resamples, dtype=torch.float64)
+    chunk = max(1, 4_000_000 // n)  # resamples drawn at once: at most ~4M indices in memory
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        idx = torch.randint(n, (rows, n), generator=generator)
+        means[start : start + rows] = x[idx].mean(dim=1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return {"mean": float(x.mean()), "std": float(means.std()), "low": float(low), "high": float(high)}
