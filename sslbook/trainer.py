@@ -903,7 +903,6 @@ _EVAL_KEYS = (
     "linear_epochs",
     "image_size",
     "data_kwargs",
-    "eval_bootstrap",
 )
 
 
@@ -912,7 +911,10 @@ def _same_evaluation(saved: dict, cfg: TrainConfig) -> bool:
     older checkpoint lacks counts at its default, which is what that checkpoint was evaluated with)."""
     defaults = TrainConfig().to_dict()
     now = cfg.to_dict()
-    return all(_plain(saved.get(k, defaults[k])) == _plain(now.get(k)) for k in _EVAL_KEYS)
+    same = all(_plain(saved.get(k, defaults[k])) == _plain(now.get(k)) for k in _EVAL_KEYS)
+    # the bootstrap only adds error bars to the same scores: metrics stored with at least as many resamples serve a
+    # run that asks for fewer (or none), so a chapter and `compare` reading the same run do not evaluate it in turns
+    return same and int(saved.get("eval_bootstrap", defaults["eval_bootstrap"])) >= int(now.get("eval_bootstrap") or 0)
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> dict:

@@ -250,3 +250,18 @@ def test_the_new_options_are_validated_and_an_older_checkpoint_keeps_its_metrics
     saved = {k: v for k, v in cfg.to_dict().items() if k not in ("eval_bootstrap", "bn_refresh")}  # before them
     assert _same_evaluation(saved, cfg) and TrainConfig.from_dict(saved) == cfg
     assert not _same_evaluation(saved, dataclasses.replace(cfg, eval_bootstrap=100))
+
+
+def test_metrics_with_more_bootstrap_resamples_serve_a_run_that_asks_for_fewer():
+    """A chapter (no bootstrap) and compare (1000 resamples) read the same cached run without evaluating it in turns."""
+    import dataclasses
+
+    from sslbook.config import resolve
+    from sslbook.trainer import _same_evaluation
+
+    cfg = resolve("supervised", "tiny")
+    with_boot = dataclasses.replace(cfg, eval_bootstrap=1000).to_dict()
+    assert _same_evaluation(with_boot, cfg)  # stored with 1000, asked for none: reused
+    assert _same_evaluation(with_boot, dataclasses.replace(cfg, eval_bootstrap=500))
+    assert not _same_evaluation(cfg.to_dict(), dataclasses.replace(cfg, eval_bootstrap=1000))  # evaluated once more
+    assert not _same_evaluation(with_boot, dataclasses.replace(cfg, linear_epochs=5))  # another evaluation still is not
