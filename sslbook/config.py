@@ -774,6 +774,50 @@ RECIPES["dino"] = {
 }
 
 
+# Adversarial and transformation-decoding methods.
+RECIPES["adco"] = {
+    # Tiny: MoCo v2's tiny recipe (AdamW, base lr 0.002, wd 1e-4, batch 128, 3 epochs, warm-up 0.5 epoch, momentum 0.99,
+    # MLP head 512, no blur at 32 px) with 1024 negative adversaries and the paper's two temperatures; under AdamW the
+    # adversaries' multiple of the rate is 10 (the paper's 100 is relative to SGD's rate, whose steps scale with the gradient).
+    "tiny": dict(
+        optimizer="adamw",
+        base_lr=0.002,
+        weight_decay=1e-4,
+        epochs=3,
+        batch_size=128,
+        warmup_epochs=0.5,
+        method_kwargs=dict(
+            num_negatives=1024,
+            momentum=0.99,
+            temperature=0.12,
+            negative_temperature=0.02,
+            negatives_lr_scale=10.0,
+            mlp_hidden=512,
+            blur_p=0.0,
+        ),
+    ),
+    # Full: Hu, Wang, Hu & Qi 2021 (AdCo), ImageNet setting on top of MoCo v2: SGD lr 0.03 (batch 256), wd 1e-4,
+    # 200 epochs, 65,536 negative adversaries, τ = 0.12 for the encoder, τ_n = 0.02 and lr 3 for the adversaries
+    # (3 / 0.03 = 100× the encoder's rate), m = 0.999, MLP head 2048-d hidden, shuffled BN as in MoCo.
+    "full": dict(
+        optimizer="sgd",
+        base_lr=0.03,
+        weight_decay=1e-4,
+        epochs=200,
+        batch_size=256,
+        method_kwargs=dict(
+            num_negatives=65536,
+            momentum=0.999,
+            temperature=0.12,
+            negative_temperature=0.02,
+            negatives_lr_scale=100.0,
+            mlp_hidden=2048,
+            bn_splits=8,
+        ),
+    ),
+}
+
+
 def current_preset() -> str:
     """The preset the book runs at: ``$SSLBOOK_PRESET`` or ``tiny``."""
     name = os.environ.get(PRESET_ENV, "tiny")
