@@ -816,6 +816,26 @@ RECIPES["adco"] = {
         ),
     ),
 }
+RECIPES["aet"] = {
+    # Tiny: RotNet's tiny optimiser (SGD lr 0.1, wd 5e-4) for a few CPU minutes; affine transformations.
+    "tiny": dict(
+        optimizer="sgd",
+        base_lr=0.1,
+        weight_decay=5e-4,
+        epochs=4,
+        method_kwargs=dict(transforms=("affine",), hidden=256),
+    ),
+    # Full: Zhang, Qi, Wang & Luo 2019 (AET), CIFAR-10: SGD, momentum 0.9, wd 5e-4, batch 512, lr 0.1,
+    # 1500 epochs (there with steps, here the trainer's cosine schedule), affine transformations.
+    "full": dict(
+        optimizer="sgd",
+        base_lr=0.05,  # 0.1 for batch 512, as a rate per 256 images (the trainer scales by batch / 256)
+        weight_decay=5e-4,
+        epochs=1500,
+        batch_size=512,
+        method_kwargs=dict(transforms=("affine",), hidden=512),
+    ),
+}
 
 
 def current_preset() -> str:

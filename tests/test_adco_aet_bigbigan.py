@@ -10,10 +10,23 @@ import torch.nn.functional as F
 from sslbook.data.base import DataInfo
 from sslbook.losses import (
     adversarial_contrast,
+    gaussian_nll,
     grad_reverse,
     info_nce,
+    transformation_mse,
 )
 from sslbook.methods import get_method
+from sslbook.methods.aet import (
+    CORNERS,
+    affine_matrix,
+    homography_from_points,
+    rotation_matrix,
+    sample_affine,
+    sample_projective,
+    transformation_params,
+    warp_affine,
+    warp_projective,
+)
 from sslbook.models import build_backbone
 from sslbook.optim import build_optimizer
 from sslbook.trainer import train
@@ -112,10 +125,86 @@ def test_adco_writes_the_first_keys_into_the_negatives_after_the_step():
     assert torch.allclose(m.negatives.detach(), before)  # full: only the optimiser moves them now
 
 
+# ---------------------------------------------------------------- AET
+
+
+def test_known_transformations_give_the_parameters_and_the_images_they_should():
+    x = torch.rand(2, 3, 8, 8)
+    ident = rotation_matrix(0.0, 2)
+    assert transformation_params(ident).tolist() == [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * 2
+    assert torch.equal(warp_affine(x, ident), x)
+    assert torch.equal(warp_projective(x, torch.eye(3).repeat(2, 1, 1)), x)
+    for k in (1, 2, 3):
+        M = rotation_matrix(90.0 * k, 2)
+        c, s = round(math.cos(math.pi / 2 * k)), round(math.sin(math.pi / 2 * k))
+        torch.testing.assert_close(
+            transformation_params(M)[0], torch.tensor([c, s, 0.0, -s, c, 0.0]), atol=1e-6, rtol=0
+        )
+        torch.testing.assert_close(warp_affine(x, M), torch.rot90(x, k, dims=(2, 3)), atol=1e-5, rtol=0)
+        H = torch.eye(3).repeat(2, 1, 1)
+        H[:, :2] = M
+        torch.testing.assert_close(warp_projective(x, H), torch.rot90(x, k, dims=(2, 3)), atol=1e-5, rtol=0)
+    # a translation by 2 pixels to the right (2 normalised units = the whole width of 8 px)
+    shift = affine_matrix(torch.zeros(2), torch.tensor([[0.5, 0.0]] * 2), torch.ones(2), torch.zeros(2))
+    out = warp_affine(x, shift)
+    torch.testing.assert_close(out[..., 2:], x[..., :-2], atol=1e-6, rtol=0)
+    assert out[..., :2].abs().max() == 0  # zero padding where nothing came from
+    # the homography of four point pairs maps them onto each other
+    src = CORNERS.expand(3, 4, 2)
+    dst = src + 0.2 * torch.randn(3, 4, 2)
+    H = homography_from_points(src, dst)
+    p = torch.cat([src, torch.ones(3, 4, 1)], -1) @ H.transpose(1, 2)
+    torch.testing.assert_close(p[..., :2] / p[..., 2:], dst, atol=1e-4, rtol=0)
+    assert transformation_params(sample_projective(4)).shape == (4, 8)
+    A = sample_affine(1000)[:, :, :2]
+    det = torch.linalg.det(A)  # scale² for a rotation and a shear: within [0.7², 1.3²]
+    assert det.min() >= 0.49 - 1e-4 and det.max() <= 1.69 + 1e-4
+
+
+def test_aet_views_are_the_images_warped_by_the_transformations_their_targets_name():
+    m = _make("aet", transforms=("affine", "projective"))
+    views = m.make_views(torch.rand(8, 3, 32, 32), LABELS)
+    x = views["x"]
+    tx, target = views["affine"]
+    torch.testing.assert_close(warp_affine(x, target.view(-1, 2, 3)), tx)
+    tx, target = views["projective"]
+    H = torch.cat([target, torch.ones(8, 1)], 1).view(-1, 3, 3)
+    torch.testing.assert_close(warp_projective(x, H), tx)
+
+
+def test_aet_losses_are_the_hand_computed_mse_and_gaussian_nll():
+    pred, target = torch.tensor([[1.0, 2.0], [0.0, -1.0]]), torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    # ½‖·‖² per sample: ½(1 + 4) and ½(1 + 4), averaged
+    assert transformation_mse(pred, target).item() == pytest.approx(2.5)
+    mean, log_var = pred, torch.tensor([[0.0, math.log(4.0)], [math.log(0.25), 0.0]])
+    hand = 0.0
+    for n in range(2):
+        for p in range(2):
+            var = math.exp(log_var[n, p])
+            hand += 0.5 * (math.log(2 * math.pi) + math.log(var) + (target[n, p] - mean[n, p]).item() ** 2 / var)
+    assert gaussian_nll(mean, log_var, target).item() == pytest.approx(hand / 2, rel=1e-6)
+    normal = torch.distributions.Normal(mean, torch.exp(0.5 * log_var))
+    assert gaussian_nll(mean, log_var, target).item() == pytest.approx(-normal.log_prob(target).sum(1).mean().item())
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_aet_loss_is_its_decoders_loss_on_the_pair_of_codes(variational):
+    m = _make("aet", variational=variational)
+    views = m.make_views(torch.rand(8, 3, 32, 32), LABELS)
+    m.eval()  # BN with running statistics: the codes do not depend on what else is in the batch
+    out = m(views, LABELS)
+    f_x, f_tx = m.backbone(views["x"]), m.backbone(views["affine"][0])
+    pred = m.decode("affine", f_x, f_tx)
+    target = views["affine"][1]
+    ref = gaussian_nll(*pred, target) if variational else transformation_mse(pred, target)
+    assert out["loss"].item() == pytest.approx(ref.item(), rel=1e-5)
+
+
 # ---------------------------------------------------------------- through the trainer
 
 SMALL = {
     "adco": dict(num_negatives=128, mlp_hidden=32, dim=16, bn_splits=2),
+    "aet": dict(transforms=("affine", "projective"), variational=True, hidden=32),
 }
 
 

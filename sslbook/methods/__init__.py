@@ -27,6 +27,7 @@ REGISTRY: dict[str, str | type[Method]] = {
     "moco_v3": "sslbook.methods.moco_v3:MoCoV3",
     "dino": "sslbook.methods.dino:DINO",
     "adco": "sslbook.methods.adco:AdCo",
+    "aet": "sslbook.methods.aet:AET",
 }
 
 
