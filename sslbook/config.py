@@ -836,6 +836,29 @@ RECIPES["aet"] = {
         method_kwargs=dict(transforms=("affine",), hidden=512),
     ),
 }
+RECIPES["bigbigan"] = {
+    # Tiny: Adam with BigGAN's betas (0, 0.999; the class declares them), no weight decay (GAN practice), lr 2e-4
+    # (base 4e-4 × 128 / 256) for every player, batch 128, a 64-d latent and a small generator (width 32).
+    "tiny": dict(
+        optimizer="adamw",
+        base_lr=4e-4,
+        weight_decay=0.0,
+        epochs=4,
+        batch_size=128,
+        method_kwargs=dict(z_dim=64, gen_width=32, disc_width=32, disc_hidden=256, enc_hidden=256),
+    ),
+    # Full: Donahue & Simonyan 2019 (BigBiGAN): Adam (β = 0, 0.999, BigGAN's), lr 2e-4, no weight decay, a 120-d
+    # latent; the paper trains BigGAN's networks at batch 2048 on ImageNet for ~500k steps; here CIFAR-10 at 32 px,
+    # batch 256 (base lr 2e-4), 400 epochs (~78k steps).
+    "full": dict(
+        optimizer="adamw",
+        base_lr=2e-4,
+        weight_decay=0.0,
+        epochs=400,
+        batch_size=256,
+        method_kwargs=dict(z_dim=120, gen_width=64, disc_width=64, disc_hidden=512, enc_hidden=512),
+    ),
+}
 
 
 def current_preset() -> str:

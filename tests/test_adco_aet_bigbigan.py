@@ -12,6 +12,8 @@ from sslbook.losses import (
     adversarial_contrast,
     gaussian_nll,
     grad_reverse,
+    hinge_discriminator,
+    hinge_generator,
     info_nce,
     transformation_mse,
 )
@@ -200,11 +202,70 @@ def test_aet_loss_is_its_decoders_loss_on_the_pair_of_codes(variational):
     assert out["loss"].item() == pytest.approx(ref.item(), rel=1e-5)
 
 
+# ---------------------------------------------------------------- BigBiGAN
+
+
+def test_bigbigan_unary_scores_read_only_their_own_input():
+    m = _make("bigbigan", z_dim=16, gen_width=16, disc_width=16, disc_hidden=32)
+    D = m.discriminator
+    x, z = torch.rand(4, 3, 32, 32), torch.randn(4, 16)
+    s_x, s_z, s_xz = D(x, z)
+    s_x2, s_z2, s_xz2 = D(x, z + 1.0)  # another z: s_x unchanged
+    assert torch.equal(s_x, s_x2) and not torch.allclose(s_z, s_z2) and not torch.allclose(s_xz, s_xz2)
+    s_x3, s_z3, s_xz3 = D(torch.rand(4, 3, 32, 32), z)  # another x: s_z unchanged
+    assert torch.equal(s_z, s_z3) and not torch.allclose(s_x, s_x3) and not torch.allclose(s_xz, s_xz3)
+
+
+def test_hinge_losses_match_a_hand_computation():
+    real = (torch.tensor([2.0, 0.5]), torch.tensor([-1.0, 0.0]), torch.tensor([0.3, 3.0]))
+    fake = (torch.tensor([-2.0, 0.5]), torch.tensor([1.0, -0.5]), torch.tensor([0.0, -3.0]))
+    # D: mean max(0, 1 − s) on real + mean max(0, 1 + s) on fake, per score
+    d = (0 + 0.5) / 2 + (0 + 1.5) / 2  # s_x
+    d += (2.0 + 1.0) / 2 + (2.0 + 0.5) / 2  # s_z
+    d += (0.7 + 0) / 2 + (1.0 + 0) / 2  # s_xz
+    assert hinge_discriminator(real, fake).item() == pytest.approx(d)
+    # EG: mean y·(s_x + s_z + s_xz): real sums 1.3 and 3.5, fake sums −1.0 and −3.0
+    assert hinge_generator(real, fake).item() == pytest.approx((1.3 + 3.5) / 2 - (-1.0 - 3.0) / 2)
+
+
+def test_one_backward_gives_d_the_d_loss_gradient_and_e_g_the_eg_loss_gradient():
+    m = _make("bigbigan", z_dim=16, gen_width=16, disc_width=16, disc_hidden=32, enc_hidden=32)
+    torch.manual_seed(3)
+    views = m.make_views(torch.rand(8, 3, 32, 32), LABELS)
+    d_params = list(m.discriminator.parameters())
+    eg_params = list(m.backbone.parameters()) + list(m.encoder_head.parameters()) + list(m.generator.parameters())
+    assert len(d_params) + len(eg_params) == len(list(m.parameters()))
+    # the reference: plain scores, two separate gradients
+    real, fake = m.scores(views["x"], views["z"], m.encode(views["x"]), m.generator(views["z"]))
+    loss_d, loss_eg = hinge_discriminator(real, fake), hinge_generator(real, fake)
+    ref_d = torch.autograd.grad(loss_d, d_params, retain_graph=True)
+    ref_eg = torch.autograd.grad(loss_eg, eg_params, allow_unused=True)
+    out = m(views, LABELS)
+    assert out["loss_d"].item() == pytest.approx(loss_d.item(), rel=1e-6)
+    assert out["loss_eg"].item() == pytest.approx(loss_eg.item(), rel=1e-6, abs=1e-7)
+    m.zero_grad()
+    out["loss"].backward()
+    for p, g in zip(d_params, ref_d):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+    for p, g in zip(eg_params, ref_eg):
+        torch.testing.assert_close(p.grad, torch.zeros_like(p) if g is None else g, rtol=1e-5, atol=1e-7)
+    assert any(g is not None and g.abs().sum() > 0 for g in ref_eg)
+
+
+def test_bigbigan_generates_and_reconstructs_images_and_declares_gan_betas():
+    m = _make("bigbigan", z_dim=16, gen_width=16, disc_width=16, disc_hidden=32)
+    imgs = m.generate(5)
+    assert imgs.shape == (5, 3, 32, 32) and imgs.min() >= 0 and imgs.max() <= 1
+    assert m.reconstruct(torch.rand(4, 3, 32, 32)).shape == (4, 3, 32, 32)
+    assert build_optimizer("adamw", m, 1e-4, 0.0).defaults["betas"] == (0.0, 0.999)
+
+
 # ---------------------------------------------------------------- through the trainer
 
 SMALL = {
     "adco": dict(num_negatives=128, mlp_hidden=32, dim=16, bn_splits=2),
     "aet": dict(transforms=("affine", "projective"), variational=True, hidden=32),
+    "bigbigan": dict(z_dim=16, gen_width=16, disc_width=16, disc_hidden=32, enc_hidden=32),
 }
 
 

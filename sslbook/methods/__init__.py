@@ -28,6 +28,7 @@ REGISTRY: dict[str, str | type[Method]] = {
     "dino": "sslbook.methods.dino:DINO",
     "adco": "sslbook.methods.adco:AdCo",
     "aet": "sslbook.methods.aet:AET",
+    "bigbigan": "sslbook.methods.bigbigan:BigBiGAN",
 }
 
 
