@@ -802,9 +802,10 @@ RECIPES["adco"] = {
             blur_p=0.0,
         ),
     ),
-    # Full: Hu, Wang, Hu & Qi 2021 (AdCo), ImageNet setting on top of MoCo v2: SGD lr 0.03 (batch 256), wd 1e-4,
-    # 200 epochs, 65,536 negative adversaries, τ = 0.12 for the encoder, τ_n = 0.02 and lr 3 for the adversaries
-    # (3 / 0.03 = 100× the encoder's rate), m = 0.999, MLP head 2048-d hidden, shuffled BN as in MoCo.
+    # Full: Hu, Wang, Hu & Qi 2021 (AdCo), the ImageNet single-crop command of the official code's README
+    # (maple-research-lab/AdCo: --lr=0.03 --memory_lr=3 --moco_t=0.12 --mem_t=0.02, 65,536 negatives, 200 epochs):
+    # SGD lr 0.03 (batch 256), τ = 0.12, τ_n = 0.02, the adversaries at 3 / 0.03 = 100× the encoder's rate; the rest
+    # as MoCo v2 (wd 1e-4, m = 0.999, MLP head 2048-d hidden, shuffled BN).
     "full": dict(
         optimizer="sgd",
         base_lr=0.03,
@@ -831,8 +832,9 @@ RECIPES["aet"] = {
         epochs=4,
         method_kwargs=dict(transforms=("affine",), hidden=256),
     ),
-    # Full: Zhang, Qi, Wang & Luo 2019 (AET), CIFAR-10: SGD, momentum 0.9, wd 5e-4, batch 512, lr 0.1,
-    # 1500 epochs (there with steps, here the trainer's cosine schedule), affine transformations.
+    # Full: Zhang, Qi, Wang & Luo 2019 (AET), CIFAR-10, the defaults of the official code (maple-research-lab/AET
+    # cifar/affine/main.py): SGD (Nesterov there), momentum 0.9, wd 5e-4, batch 512, lr 0.1, 1500 epochs (there with
+    # steps at 240, 480, 640, 800 and 1000 epochs, here the trainer's cosine schedule), affine transformations.
     "full": dict(
         optimizer="sgd",
         base_lr=0.05,  # 0.1 for batch 512, as a rate per 256 images (the trainer scales by batch / 256)

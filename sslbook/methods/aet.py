@@ -8,7 +8,8 @@ To say how the image was warped the code must keep where things are and how they
 representation becomes equivariant to the transformations rather than invariant to them. Loss: half
 the squared distance between the true and the predicted parameters (:func:`sslbook.losses.transformation_mse`).
 
-Transformations (the paper's CIFAR-10 settings, sec. 4.1):
+Transformations (the paper's CIFAR-10 settings, also the defaults of its official code, maple-research-lab/AET
+``cifar/affine/main.py``):
 
 - ``affine``: rotation in [−180°, 180°], translation by up to ±0.2 of the width and height, isotropic
   scale in [0.7, 1.3] and shear in [−30°, 30°]; the target is the 2×3 matrix [A | b] that moves an
@@ -16,8 +17,10 @@ Transformations (the paper's CIFAR-10 settings, sec. 4.1):
 - ``projective``: each corner moved by up to ±0.125 of the image size, then a scale in [0.8, 1.2] and a
   rotation by 0°, 90°, 180° or 270°; the target is the homography H (3×3 with H₃₃ = 1): 8 parameters.
 
-Both are applied with ``grid_sample`` (bilinear, zero padding), whose grid is the *inverse* map (each
-output pixel reads the input at M⁻¹·p). ``transforms=("affine", "projective")`` trains one decoder per
+Both are applied with ``grid_sample`` (bilinear, zero padding: black where the warp leaves the image; the
+official code fills with mid-grey), whose grid is the *inverse* map (each output pixel reads the input at
+M⁻¹·p). Before the warp each image is randomly cropped (padding 4) and flipped, as there. The official
+code's loss is PyTorch's ``MSELoss`` (the mean over the P parameters), ½‖·‖² up to the constant factor P / 2. ``transforms=("affine", "projective")`` trains one decoder per
 family on the same encoder and sums their losses: the ensemble of transformations of EnAET (Wang,
 Kihara, Luo & Qi 2019, "EnAET: A Self-Trained Framework for Semi-Supervised and Supervised Learning
 with Ensemble Transformations"), without its semi-supervised part.
