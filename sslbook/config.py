@@ -855,9 +855,10 @@ RECIPES["bigbigan"] = {
         batch_size=128,
         method_kwargs=dict(z_dim=64, gen_width=32, disc_width=32, disc_hidden=256, enc_hidden=256),
     ),
-    # Full: Donahue & Simonyan 2019 (BigBiGAN): Adam (β = 0, 0.999, BigGAN's), lr 2e-4, no weight decay, a 120-d
-    # latent; the paper trains BigGAN's networks at batch 2048 on ImageNet for ~500k steps; here CIFAR-10 at 32 px,
-    # batch 256 (base lr 2e-4), 400 epochs (~78k steps).
+    # Full: BigBiGAN (Donahue & Simonyan 2019) keeps BigGAN's optimiser (Brock, Donahue & Simonyan 2019): Adam with
+    # β = (0, 0.999), lr 2e-4, no weight decay, a 120-d N(0, I) latent; it trains BigGAN's networks at batch 2048 on
+    # ImageNet. Here CIFAR-10 at 32 px with the small DCGAN-style networks of this file, batch 256 (base lr 2e-4),
+    # 400 epochs (~78k steps): a budget of the book's, not the paper's.
     "full": dict(
         optimizer="adamw",
         base_lr=2e-4,
