@@ -438,3 +438,130 @@ def cpc_infonce(
         target = index[:, k:].reshape(-1)  # the positive: z at t + k, same column, same sequence
         total = total + F.cross_entropy(logits, target)
     return total / len(steps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Adversarial and transformation-prediction objectives (AdCo, AET, BigBiGAN)
+# ----------------------------------------------------------------------------------------------
+
+
+_LOG_2PI = 1.8378770664093453  # log(2π)
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """The identity in the forward pass; multiplies the gradient by −``scale`` in the backward pass
+    (Ganin & Lempitsky 2015's gradient-reversal layer). A parameter read through it *ascends* the loss
+    when the optimiser descends it: two players of a min-max game share one optimiser and one backward."""
+    return _GradReverse.apply(x, float(scale))
+
+
+def adversarial_contrast(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    negatives: torch.Tensor,
+    temperature: float = 0.12,
+    negative_temperature: float = 0.02,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AdCo's two-player contrastive objective (Hu, Wang, Hu & Qi 2021, "AdCo: Adversarial Contrast for
+    Efficient Learning of Unsupervised Representations from Self-Trained Negative Adversaries").
+
+    q, k: N×D queries and their positive keys; negatives: M×D learnable negative adversaries (normalised
+    here). The encoder minimises InfoNCE against the negatives at temperature τ; the negatives maximise
+    InfoNCE at their own temperature τ_n (the paper's sharper temperature for the adversaries' update)::
+
+        min_θ  L(q_θ, k, W; τ)        max_W  L(q, k, W; τ_n),   L = −log e^{q·k/τ} / (e^{q·k/τ} + Σ_m e^{q·w_m/τ})
+
+    Returns ``(loss, adversary)``. ``loss`` has the *value* of the encoder's InfoNCE at τ; its gradient
+    gives q (and k, if it carries one) the gradient of L(·; τ) with the negatives held fixed, and the
+    negatives the *reversed* gradient of L(·; τ_n) with q and k held fixed, so one descent step is the
+    encoder's descent and the adversaries' ascent. ``adversary`` is L(·; τ_n)'s value (no gradient).
+    """
+    if negatives.dim() != 2 or negatives.shape[1] != q.shape[1]:
+        raise ValueError(f"adversarial_contrast: negatives must be M×{q.shape[1]}, got {tuple(negatives.shape)}")
+    if not (temperature > 0 and negative_temperature > 0):
+        raise ValueError(
+            f"adversarial_contrast needs temperatures > 0, got τ={temperature} and τ_n={negative_temperature}"
+        )
+    encoder = info_nce(q, k, negatives=negatives.detach(), temperature=temperature)
+    adv = info_nce(q.detach(), k.detach(), negatives=grad_reverse(negatives), temperature=negative_temperature)
+    return encoder + (adv - adv.detach()), adv.detach()
+
+
+def transformation_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """AET's transformation-decoding loss (Zhang, Qi, Wang & Luo 2019, "AET vs. AED"): half the squared
+    Euclidean distance between the predicted and the true transformation parameters, averaged over the batch::
+
+        L = (1/N) Σ_n ½ ‖t̂_n − t_n‖²
+
+    pred, target: N×P (P = 6 for an affine matrix, 8 for a projective one). Computed in float32.
+    """
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(
+            f"transformation_mse needs two N×P tensors of the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    return 0.5 * (pred.float() - target.float()).pow(2).sum(1).mean()
+
+
+def gaussian_nll(mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of ``target`` under a diagonal Gaussian N(mean, exp(log_var)), summed over
+    the P dimensions and averaged over the batch (the variational transformation decoder of AVT, Qi,
+    Zhang, Chen & Tian 2019)::
+
+        L = (1/N) Σ_n Σ_p ½ [ log 2π + log σ²_np + (t_np − μ_np)² / σ²_np ]
+
+    mean, log_var, target: N×P. Computed in float32.
+    """
+    if not (mean.shape == log_var.shape == target.shape) or mean.dim() != 2:
+        raise ValueError(
+            f"gaussian_nll needs three N×P tensors, got {tuple(mean.shape)}, {tuple(log_var.shape)}, {tuple(target.shape)}"
+        )
+    mean, log_var, target = mean.float(), log_var.float(), target.float()
+    nll = 0.5 * (_LOG_2PI + log_var + (target - mean).pow(2) * torch.exp(-log_var))
+    return nll.sum(1).mean()
+
+
+def _check_scores(name: str, real, fake) -> None:
+    if len(real) != len(fake) or not real:
+        raise ValueError(f"{name} needs the same number (≥ 1) of real and fake scores, got {len(real)} and {len(fake)}")
+
+
+def hinge_discriminator(real: tuple[torch.Tensor, ...], fake: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The discriminator's hinge loss (Lim & Ye 2017; BigBiGAN, Donahue & Simonyan 2019, eq. for ℓ_D),
+    summed over the scores it outputs (BigBiGAN: s_x, s_z and s_xz) and averaged over each batch::
+
+        L_D = Σ_s  E_real[max(0, 1 − s)] + E_fake[max(0, 1 + s)]
+
+    real, fake: tuples of N-vectors of scores, one per term, on real pairs (y = +1) and fake pairs (y = −1).
+    """
+    _check_scores("hinge_discriminator", real, fake)
+    total = 0.0
+    for r, f in zip(real, fake):
+        total = total + F.relu(1.0 - r.float()).mean() + F.relu(1.0 + f.float()).mean()
+    return total
+
+
+def hinge_generator(real: tuple[torch.Tensor, ...], fake: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The encoder's and generator's loss of BigBiGAN (Donahue & Simonyan 2019): ℓ_EG = y·(s_x + s_z + s_xz),
+    no hinge, averaged over each batch::
+
+        L_EG = E_real[Σ_s s] − E_fake[Σ_s s]
+
+    (the encoder makes real pairs look fake, the generator fake pairs look real). Same inputs as
+    :func:`hinge_discriminator`.
+    """
+    _check_scores("hinge_generator", real, fake)
+    total = 0.0
+    for r, f in zip(real, fake):
+        total = total + r.float().mean() - f.float().mean()
+    return total

@@ -26,6 +26,9 @@ REGISTRY: dict[str, str | type[Method]] = {
     "moco_v2": "sslbook.methods.moco_v2:MoCoV2",
     "moco_v3": "sslbook.methods.moco_v3:MoCoV3",
     "dino": "sslbook.methods.dino:DINO",
+    "adco": "sslbook.methods.adco:AdCo",
+    "aet": "sslbook.methods.aet:AET",
+    "bigbigan": "sslbook.methods.bigbigan:BigBiGAN",
 }
 
 
