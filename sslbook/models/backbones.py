@@ -143,6 +143,14 @@ BACKBONES = {
     "resnet50": lambda m, s: ResNet(Bottleneck, (3, 4, 6, 3), m, s),
     "vit_tiny": lambda m, s: _vit(m, s, "tiny"),  # 32 px, patch 8, width 96, 4 blocks (CPU)
     "vit_tiny_p4": lambda m, s: _vit(m, s, "tiny", patch_size=4),  # the same with 4×4 patches: 64 tokens
+    # 4×4 patches (an 8×8 grid), each embedded by a small per-patch conv stack instead of one linear map. Measured on
+    # shapes at the tiny preset (supervised recipe, 10 epochs, seed 0, kNN / linear top-1; random init, then supervised):
+    #   convnet        40.5% / 68.7%   98.7% / 98.5%
+    #   vit_tiny       17.5% / 22.8%   54.8% / 57.4%   (16 tokens; ~1 CPU-minute for the 190 steps)
+    #   vit_tiny_p4    19.7% / 25.2%   72.9% / 74.4%   (64 tokens; ~3.5 CPU-minutes)
+    #   vit_tiny_conv  18.0% / 30.3%   85.2% / 85.2%   (64 tokens; ~4 CPU-minutes)
+    # The chapters' ViT methods still use vit_tiny: moving them costs about four times their CPU time.
+    "vit_tiny_conv": lambda m, s: _vit(m, s, "tiny", patch_size=4, stem="conv"),
     "vit_small": lambda m, s: _vit(m, s, "small"),  # ViT-S/16, 224 px
     "vit_base": lambda m, s: _vit(m, s, "base"),  # ViT-B/16, 224 px
     "vit_small_p4": lambda m, s: _vit(m, s, "small", image_size=32, patch_size=4),  # ViT-S on 32-px CIFAR

@@ -132,6 +132,33 @@ def init_transformer_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class PatchConvStem(nn.Module):
+    """A small convolutional network applied to each p×p patch on its own, in place of the linear patch
+    embedding: 3×3 convolutions with BatchNorm and ReLU (the first at stride 1, then stride 2 until the patch
+    is 2×2 or 1×1), flattened and projected to D. It gives every token a non-linear description of its patch, as
+    the convolutional stems of Xiao et al. 2021 ("Early convolutions help transformers see better") do, but a
+    token never sees another patch's pixels, so MAE's masked patches stay hidden from the visible ones.
+
+    Input: patchify's flattened patches N×L×(p·p·3); output N×L×D."""
+
+    def __init__(self, patch_size: int, dim: int, width: int = 32):
+        super().__init__()
+        self.patch_size = patch_size
+        layers, c_in, size, c = [], 3, patch_size, width
+        layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        while size > 2:
+            layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU(True)]
+            c, size = 2 * c, (size + 1) // 2
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Linear(c * size * size, dim)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        n, L, _ = patches.shape
+        p = self.patch_size
+        x = rearrange(patches, "n l (p1 p2 c) -> (n l) c p1 p2", p1=p, p2=p)
+        return self.proj(self.convs(x).flatten(1)).view(n, L, -1)
+
+
 class VisionTransformer(nn.Module):
     """ViT backbone: images in [0, 1] N×3×H×W → features N×D (see the module docstring).
 
@@ -151,18 +178,26 @@ class VisionTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         pos_embed: str = "sincos",
         pool: str = "cls",
+        stem: str = "linear",
+        stem_width: int = 32,
     ):
         super().__init__()
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if stem not in ("linear", "conv"):
+            raise ValueError(f"stem must be 'linear' or 'conv', got {stem!r}")
         if image_size % patch_size:
             raise ValueError(f"the image size {image_size} is not divisible by the patch size {patch_size}")
         self.normalize = Normalize(mean, std)
         self.patch_size, self.out_dim, self.depth, self.heads = patch_size, dim, depth, heads
         self.image_size, self.pool, self.pos_embed_kind = image_size, pool, pos_embed
-        self.patch_embed = nn.Linear(patch_size * patch_size * 3, dim)  # on patchify's flattened patches
+        self.stem = stem
+        if stem == "linear":  # on patchify's flattened patches
+            self.patch_embed = nn.Linear(patch_size * patch_size * 3, dim)
+        else:
+            self.patch_embed = PatchConvStem(patch_size, dim, stem_width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         grid = image_size // patch_size
         if pos_embed == "learned":
