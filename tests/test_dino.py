@@ -8,11 +8,11 @@ import torch
 
 from sslbook import losses
 from sslbook.data.base import DataInfo
+from sslbook.dense import threshold_mass
 from sslbook.methods import get_method
 from sslbook.methods.dino import (
     DINO,
     DINOHead,
-    attention_mass_mask,
     cls_attention_maps,
     random_patch_mask,
     teacher_temperature,
@@ -213,7 +213,7 @@ def test_attention_maps():
     a = cls_attention_maps(m.backbone, images(2))
     assert a.shape == (2, m.backbone.heads, 4, 4)
     assert torch.all(a.sum(dim=(-1, -2)) <= 1.0 + 1e-5)  # a softmax row, [CLS]→[CLS] left out
-    keep = attention_mass_mask(torch.tensor([[[0.5, 0.3], [0.15, 0.05]]]), keep=0.6)
+    keep = threshold_mass(torch.tensor([[[0.5, 0.3], [0.15, 0.05]]]), mass=0.6)
     assert keep.tolist() == [[[True, True], [False, False]]]
 
 

@@ -146,17 +146,6 @@ def cls_attention_maps(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return last[:, :, 0, 1:].reshape(x.shape[0], -1, h, w)  # [CLS] row, patch columns
 
 
-def attention_mass_mask(attn: torch.Tensor, keep: float = 0.6) -> torch.Tensor:
-    """DINO's thresholded maps: per map, the smallest set of patches holding ``keep`` of the attention
-    mass. attn: …×h×w → bool of the same shape."""
-    flat = attn.flatten(-2)
-    vals, idx = flat.sort(dim=-1, descending=True)
-    cum = vals.cumsum(-1) / vals.sum(-1, keepdim=True)
-    chosen = cum - vals / vals.sum(-1, keepdim=True) < keep  # include the patch that crosses the threshold
-    out = torch.zeros_like(flat, dtype=torch.bool).scatter(-1, idx, chosen)
-    return out.view_as(attn)
-
-
 def _centering_mode(centering) -> str:
     if centering is True or centering == "momentum":
         return "momentum"
