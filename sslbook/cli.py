@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--grad-clip", type=float)
     t.add_argument(
+        "--label-fraction",
+        type=float,
+        dest="label_fraction",
+        help="semi-supervised: a method that trains on labels sees those of this class-balanced fraction of the "
+        "training images only (fixed by the fraction and --seed), the others as unlabelled",
+    )
+    t.add_argument(
         "--out",
         help="checkpoint folder (last.pt is written atomically every epoch); refused if another "
         "run is training there or if it holds a run and neither --resume nor --overwrite is given",
@@ -213,6 +220,7 @@ def _train(args) -> int:
             "target_knn",
             "overwrite",
             "checkpoint_every",
+            "label_fraction",
         )
     }
     cfg = resolve(args.method, args.preset, resume=args.resume or None, method_kwargs=_parse_set(args.set), **overrides)

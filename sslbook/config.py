@@ -95,6 +95,10 @@ class TrainConfig:
     # a speed run's target: stop training once the monitor's kNN top-1 reaches this fraction (TrainResult.target_reached
     # then gives the epoch and the training seconds it took); None = train every epoch. Needs monitor_knn > 0.
     target_knn: float | None = None
+    # semi-supervised runs: the fraction of the training images whose labels a method that trains on labels
+    # (Method.uses_labels) sees, a class-balanced subset fixed by the fraction and the seed
+    # (sslbook.data.labelled_subset); the other images reach it with label -1. None: every label.
+    label_fraction: float | None = None
     method_kwargs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -858,6 +862,7 @@ CLI_FLAGS = {
     "target_knn": "--target-knn",
     "checkpoint_every": "--checkpoint-every",
     "preset": "--preset",
+    "label_fraction": "--label-fraction",
     "method": "METHOD",
 }
 OPTIMIZERS = ("sgd", "adamw", "lars")
@@ -1020,6 +1025,12 @@ def validate(cfg: "TrainConfig") -> "TrainConfig":
             "used with the kNN monitor on (monitor_knn > 0: the number of labelled images of its bank)",
             cfg.target_knn,
         )
+    _check(
+        cfg.label_fraction is None or (_finite(cfg.label_fraction) and 0 < cfg.label_fraction <= 1),
+        "label_fraction",
+        "a fraction in (0, 1] (or omitted: every label)",
+        cfg.label_fraction,
+    )
     _check(isinstance(cfg.method_kwargs, dict), "method_kwargs", "a dict", cfg.method_kwargs)
     check_method_kwargs(get_method(cfg.method), cfg.method, cfg.method_kwargs)
     return cfg
