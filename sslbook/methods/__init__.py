@@ -26,6 +26,9 @@ REGISTRY: dict[str, str | type[Method]] = {
     "moco_v2": "sslbook.methods.moco_v2:MoCoV2",
     "moco_v3": "sslbook.methods.moco_v3:MoCoV3",
     "dino": "sslbook.methods.dino:DINO",
+    "s4l_rotation": "sslbook.methods.s4l_rotation:S4LRotation",
+    "s4l_exemplar": "sslbook.methods.s4l_exemplar:S4LExemplar",
+    "mixmatch": "sslbook.methods.mixmatch:MixMatch",
 }
 
 
