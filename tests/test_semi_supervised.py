@@ -262,9 +262,9 @@ def test_s4l_exemplar_loss_is_labelled_cross_entropy_plus_w_times_batch_hard_tri
         class_labels = labels.repeat(3)
         keep = class_labels >= 0
         ce = F.cross_entropy(m.classifier(feats[keep]), class_labels[keep])
-    assert float(out["self_loss"]) == pytest.approx(triplet, abs=1e-5)
+    assert out["self_loss"].item() == pytest.approx(triplet, abs=1e-5)
     assert torch.allclose(out["sup_loss"], ce, atol=1e-5)
-    assert float(out["loss"]) == pytest.approx(float(ce) + 2.0 * triplet, abs=1e-5)
+    assert out["loss"].item() == pytest.approx(float(ce) + 2.0 * triplet, abs=1e-5)
     # the hard-margin variant
     hinge = batch_hard_triplet(z, ids, margin=0.2)
     assert float(hinge) >= 0
