@@ -120,6 +120,18 @@ def test_the_trainer_hides_labels_outside_the_subset_from_a_method_that_uses_lab
         assert 0 < int((labels >= 0).sum()) < len(labels)
 
 
+def test_a_method_that_trains_on_labels_is_refused_a_training_set_without_any(small):
+    from sslbook.data import DataError
+    from sslbook.trainer import setup
+
+    info = DataInfo("unlabelled", [str(i) for i in range(4)], 16)
+    images = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
+    unlabelled = TensorImageDataset(images, torch.full((64,), -1), info)
+    cfg = resolve("supervised", "tiny", backbone="convnet_small", image_size=16, batch_size=16, progress=False)
+    with pytest.raises(DataError, match="trains on labels"):
+        setup(cfg, train_set=unlabelled)
+
+
 # ------------------------------------------------------------------------------------------------
 # Sharpening and MixUp
 # ------------------------------------------------------------------------------------------------

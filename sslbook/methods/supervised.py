@@ -5,7 +5,7 @@ The backbone plus a linear classifier, trained with cross-entropy on one lightly
 same trainer, checkpoints and evaluation protocols apply.
 
 It declares ``uses_labels``: with ``label_fraction`` set (``--label-fraction 0.01``) it is the
-supervised-only baseline of the semi-supervised chapter. It trains on the same batches as the
+supervised-only baseline of semi-supervised learning. It trains on the same batches as the
 semi-supervised methods, and the cross-entropy is over the labelled images of each batch only (the images
 outside the labelled subset come with label −1 and are ignored), which makes it the semi-supervised
 methods' own supervised term alone: S4L with weight w = 0.
