@@ -785,6 +785,12 @@ RECIPES["s4l_rotation"] = {
     # Tiny: 10% of the labels (the paper's main setting), batch 128 (39 steps an epoch), 6 epochs, the supervised
     # tiny optimiser (SGD lr 0.1, wd 5e-4), w = 1 as in the paper, and one random rotation per image besides the
     # upright copy (2 images per image a step rather than 4, ~0.35 s a step on the shared 2-core CPU).
+    # Measured (seed 0, the shared CPU; "classifier" = the method's own linear classifier on the 2,000 test images;
+    # kNN and linear probe as every run, the probe on all training labels): 10% labels: classifier 61.0%, kNN 72.1%,
+    # linear 84.7%; supervised alone on the same labels and schedule (supervised --label-fraction 0.1 --epochs 6
+    # --batch-size 128): 61.4% / 72.5% / 80.6%. 1% labels (50 images): 11.3% / 27.4% / 29.8% against supervised's
+    # 10.5% / 17.0% / 19.3%: the classifier is at chance for both, since a batch of 128 holds ~1 labelled image
+    # (labelled images come at the data's rate here, not in batches of their own as in the paper).
     "tiny": dict(
         optimizer="sgd",
         base_lr=0.1,
@@ -817,6 +823,8 @@ RECIPES["s4l_rotation"] = {
 RECIPES["s4l_exemplar"] = {
     # Tiny: 10% of the labels, 4 copies of each image (the paper's 8 would double the ~0.6 s step), batch 64
     # (256 crops a step, 78 steps an epoch), 2 epochs, a 128-d embedding, SGD lr 0.1, wd 5e-4, w = 1.
+    # Measured (seed 0, shared CPU, as for s4l_rotation): 10% labels: classifier 36.3%, kNN 61.8%, linear 76.8%
+    # (156 steps); 1% labels: 10.8% / 19.0% / 29.2%.
     "tiny": dict(
         optimizer="sgd",
         base_lr=0.1,
@@ -848,9 +856,15 @@ RECIPES["s4l_exemplar"] = {
     ),
 }
 RECIPES["mixmatch"] = {
-    # Tiny: 10% of the labels, the paper's T = 0.5, K = 2, α = 0.75, λ_U = 75 ramped up over the first 100 of the
-    # 234 steps (the paper's 16,000-step ramp is a small share of a much longer run), Adam at the paper's 0.002 for a
-    # batch of 64 (base_lr 0.008 at batch 256; AdamW with wd 0.02), batch 128, 6 epochs (~0.43 s a step).
+    # Tiny: 10% of the labels, the paper's T = 0.5, K = 2, α = 0.75, Adam at the paper's 0.002 for a batch of 64
+    # (base_lr 0.008 at batch 256; AdamW with wd 0.02), batch 128, 6 epochs (234 steps, ~0.5 s a step), and
+    # λ_U = 10 ramped up over the whole run. With the paper's λ_U = 75 (ramped over the first 100 steps) the
+    # guessed labels collapsed onto one class (in a 2-epoch run the mean largest guessed probability reached 0.99 by
+    # step 60 and the classifier predicted one class for every test image); the 6-epoch run scored classifier 10.0%
+    # (chance), kNN 70.3%, linear 81.6%: here a batch of 128 holds ~13 labelled images against 256 unlabelled copies,
+    # where the paper's batches are equal-sized. Measured with this recipe (seed 0, shared CPU; classifier = the
+    # method's own on the 2,000 test images): classifier 68.2%, kNN 76.4%, linear 83.0%, against supervised alone on
+    # the same labels, epochs and batch (SGD): 61.4% / 72.5% / 80.6%. At 1% labels with λ_U = 75: 10.0% / 21.1% / 30.6%.
     "tiny": dict(
         optimizer="adamw",
         base_lr=0.008,
@@ -858,7 +872,7 @@ RECIPES["mixmatch"] = {
         epochs=6,
         batch_size=128,
         label_fraction=0.1,
-        method_kwargs=dict(k=2, temperature=0.5, alpha=0.75, lambda_u=75.0, rampup_steps=100),
+        method_kwargs=dict(k=2, temperature=0.5, alpha=0.75, lambda_u=10.0, rampup_steps=234),
     ),
     # Full: Berthelot et al. 2019, CIFAR-10 with 250 labels (label_fraction 0.005; 4,000 labels: 0.08): Adam lr
     # 0.002 at batch 64 (base_lr 0.008 here), T = 0.5, K = 2, α = 0.75, λ_U = 75 for CIFAR-10 ramped up linearly over
