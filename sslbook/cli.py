@@ -240,6 +240,7 @@ def _train(args) -> int:
                     "data": cfg.data,
                     "backbone": cfg.backbone,
                     "epochs": cfg.epochs,
+                    **({"label_fraction": cfg.label_fraction} if cfg.label_fraction is not None else {}),
                     "steps": len(result.history) and result.history[-1]["step"],
                     "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                     "train_seconds": round(result.train_seconds, 2),
