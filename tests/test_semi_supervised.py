@@ -55,6 +55,20 @@ def test_labelled_subset_indexes_the_training_set_and_no_test_image(shapes_root)
     assert torch.equal(hidden.labels[keep], train_set.labels[keep]) and bool((hidden.labels[~keep] == -1).all())
 
 
+def test_hide_labels_wraps_a_data_set_that_is_not_held_in_memory():
+    from torch.utils.data import Dataset
+
+    class Listed(Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 2, 2, dtype=torch.uint8), i % 3
+
+    hidden = hide_labels(Listed(), torch.tensor([1, 4]))
+    assert [hidden[i][1] for i in range(6)] == [-1, 1, -1, -1, 1, -1]
+
+
 def test_label_fraction_is_validated_and_reaches_the_config_from_the_command_line():
     for bad in (0, 0.0, 1.5, -0.2, float("nan")):
         with pytest.raises(ConfigError, match="label_fraction"):
@@ -97,12 +111,12 @@ class _BlindRecorder(_Recorder):
     seen: list = []
 
 
-@pytest.mark.parametrize("cls", [_Recorder, _BlindRecorder])
-def test_the_trainer_hides_labels_outside_the_subset_from_a_method_that_uses_labels(cls, small, shapes_root):
+@pytest.mark.parametrize("cls,data_on", [(_Recorder, "loader"), (_Recorder, "device"), (_BlindRecorder, "loader")])
+def test_the_trainer_hides_labels_outside_the_subset_from_a_method_that_uses_labels(cls, data_on, small):
     register("test_recorder", cls)
     cls.seen.clear()
     try:
-        kw = {**small, "epochs": 1, "eval_protocols": (), "monitor_knn": 0, "batch_size": 32}
+        kw = {**small, "epochs": 1, "eval_protocols": (), "monitor_knn": 0, "batch_size": 32, "data_on": data_on}
         train("test_recorder", label_fraction=0.1, seed=3, **kw)
     finally:
         REGISTRY.pop("test_recorder")
