@@ -231,3 +231,28 @@ def asymmetric_pair(
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (any shape, values 0…255) → float32 in [0, 1]. Float input is returned as is."""
     return images if images.is_floating_point() else images.float().div_(255.0)
+
+
+def mixup_lambda(n: int, alpha: float, device=None) -> torch.Tensor:
+    """MixMatch's per-item mixing weights (Berthelot et al. 2019, eqs. 8–9): λ ~ Beta(α, α), then
+    λ' = max(λ, 1 − λ) ≥ 0.5, so a mixed item stays closer to its first input. Returns N floats."""
+    if not alpha > 0:
+        raise ValueError(f"MixUp needs alpha > 0, got {alpha}")
+    lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((n,))
+    return torch.maximum(lam, 1 - lam).to(device)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp (Zhang et al., "mixup: Beyond Empirical Risk Minimization", 2018) of item i with item perm[i]::
+
+        x'_i = λ_i x_i + (1 − λ_i) x_{perm_i},   y'_i = λ_i y_i + (1 − λ_i) y_{perm_i}
+
+    x: N×… (images, any shape after the first dim); y: N×C (label distributions); lam: N; perm: N indices
+    (into x). The labels are mixed with the same weights as the images."""
+    if not (len(x) == len(y) == len(lam) == len(perm)):
+        raise ValueError(
+            f"mixup needs as many items, weights and partners: {len(x)}, {len(y)}, {len(lam)}, {len(perm)}"
+        )
+    lx = lam.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    ly = lam.to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
+    return lx * x + (1 - lx) * x[perm], ly * y + (1 - ly) * y[perm]

@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--grad-clip", type=float)
     t.add_argument(
+        "--label-fraction",
+        type=float,
+        dest="label_fraction",
+        help="semi-supervised: a method that trains on labels sees those of this class-balanced fraction of the "
+        "training images only (fixed by the fraction and --seed), the others as unlabelled",
+    )
+    t.add_argument(
         "--out",
         help="checkpoint folder (last.pt is written atomically every epoch); refused if another "
         "run is training there or if it holds a run and neither --resume nor --overwrite is given",
@@ -267,6 +274,7 @@ def _train(args) -> int:
             "overwrite",
             "checkpoint_every",
             "bn_refresh",
+            "label_fraction",
         )
     }
     cfg = resolve(args.method, args.preset, resume=args.resume or None, method_kwargs=_parse_set(args.set), **overrides)
@@ -286,6 +294,7 @@ def _train(args) -> int:
                     "data": cfg.data,
                     "backbone": cfg.backbone,
                     "epochs": cfg.epochs,
+                    **({"label_fraction": cfg.label_fraction} if cfg.label_fraction is not None else {}),
                     "steps": len(result.history) and result.history[-1]["step"],
                     "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                     "train_seconds": round(result.train_seconds, 2),

@@ -565,3 +565,113 @@ def hinge_generator(real: tuple[torch.Tensor, ...], fake: tuple[torch.Tensor, ..
     for r, f in zip(real, fake):
         total = total + r.float().mean() - f.float().mean()
     return total
+
+
+# ----------------------------------------------------------------------------------------------
+# Semi-supervised learning: a few labels and many unlabelled images
+# ----------------------------------------------------------------------------------------------
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the labelled items only (label −1 = unlabelled, ignored).
+
+    logits: N×C; labels: N in {−1} ∪ [0, C)::
+
+        L = −(1/|S|) Σ_{n∈S} log softmax(logits_n)[labels_n],   S = {n : labels_n ≥ 0}
+
+    With no labelled item the loss is 0, still a function of ``logits`` (so every parameter gets a gradient,
+    zero, as DistributedDataParallel expects of every step).
+    """
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"masked_cross_entropy needs N×C logits and N labels, got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
+    labelled = labels >= 0
+    per_item = F.cross_entropy(logits.float(), labels.clamp_min(0), reduction="none")
+    return (per_item * labelled).sum() / labelled.sum().clamp_min(1)
+
+
+def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MixMatch's sharpening of a distribution (Berthelot et al. 2019, eq. 7), row-wise over the last dim::
+
+        Sharpen(p, T)_i = p_i^{1/T} / Σ_j p_j^{1/T}
+
+    T = 1 leaves ``p`` as it is; T → 0 tends to the one-hot vector of the argmax. Computed as
+    softmax(log p / T), so a small T does not underflow.
+    """
+    if not temperature > 0:
+        raise ValueError(f"sharpening needs a temperature > 0, got {temperature}")
+    return torch.softmax(torch.log(p.float().clamp_min(1e-30)) / temperature, dim=-1)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (MixMatch's L_X on mixed labelled images). logits, targets: N×C,
+    each target row a distribution::
+
+        L = −(1/N) Σ_n Σ_c targets_nc log softmax(logits_n)_c      (0 for N = 0)
+    """
+    if logits.shape != targets.shape or logits.dim() != 2:
+        raise ValueError(
+            f"soft_cross_entropy needs two N×C tensors, got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+    per_item = -(targets.float() * torch.log_softmax(logits.float(), dim=-1)).sum(-1)
+    return per_item.sum() / max(1, len(per_item))
+
+
+def l2_consistency(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """MixMatch's L_U: the squared L2 distance between the predicted distribution and the (guessed, mixed)
+    target, divided by the number of classes L and of items N::
+
+        L = 1/(L·N) Σ_n ‖targets_n − softmax(logits_n)‖²
+
+    Unlike cross-entropy it is bounded, so a wrong guessed label costs at most a constant.
+    """
+    if logits.shape != targets.shape or logits.dim() != 2:
+        raise ValueError(f"l2_consistency needs two N×C tensors, got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    if logits.numel() == 0:
+        return logits.float().sum()
+    return (torch.softmax(logits.float(), dim=-1) - targets.float()).pow(2).mean()
+
+
+def mixmatch_loss(
+    logits_x: torch.Tensor,
+    targets_x: torch.Tensor,
+    logits_u: torch.Tensor,
+    targets_u: torch.Tensor,
+    lambda_u: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MixMatch's objective (Berthelot et al. 2019, eqs. 2–5) on the mixed batches X' and U'::
+
+        L = L_X + λ_U · L_U,   L_X = soft_cross_entropy(X'),   L_U = l2_consistency(U')
+
+    Returns (L, L_X, L_U).
+    """
+    loss_x = soft_cross_entropy(logits_x, targets_x)
+    loss_u = l2_consistency(logits_u, targets_u)
+    return loss_x + lambda_u * loss_u, loss_x, loss_u
+
+
+def batch_hard_triplet(z: torch.Tensor, ids: torch.Tensor, margin: float | None = None) -> torch.Tensor:
+    """The batch-hard triplet loss (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person
+    Re-Identification", 2017) that S4L-Exemplar applies to the copies of each image.
+
+    z: N×D embeddings; ids: N, equal for the copies of one image (each id at least twice). For each anchor a,
+    the hardest positive is the farthest item with its id, the hardest negative the nearest with another::
+
+        d_+ = max_{p: id_p = id_a, p ≠ a} ‖z_a − z_p‖,   d_− = min_{n: id_n ≠ id_a} ‖z_a − z_n‖
+        L = (1/N) Σ_a softplus(d_+ − d_−)          (soft margin, margin=None)
+        L = (1/N) Σ_a max(0, d_+ − d_− + margin)   (hard margin)
+
+    Euclidean distances of the raw embeddings (no normalisation).
+    """
+    z = z.float()
+    same = ids.view(-1, 1) == ids.view(1, -1)
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    if not bool((same & ~eye).any(1).all()) or bool(same.all()):
+        raise ValueError("batch_hard_triplet needs every id at least twice and at least two ids")
+    d2 = (z.unsqueeze(1) - z.unsqueeze(0)).pow(2).sum(-1)
+    dist = (d2 + 1e-12).sqrt()  # the epsilon keeps the gradient of the zero diagonal finite
+    d_pos = dist.masked_fill(~same | eye, float("-inf")).amax(1)
+    d_neg = dist.masked_fill(same, float("inf")).amin(1)
+    gap = d_pos - d_neg
+    return (F.softplus(gap) if margin is None else F.relu(gap + margin)).mean()

@@ -50,6 +50,7 @@ from sslbook.data.base import DataError, DataInfo, TensorImageDataset
 from sslbook.data.device import DeviceBatches
 from sslbook.data.indexed import WithIndex
 from sslbook.data.registry import load_dataset, pretrain_split
+from sslbook.data.subsets import hide_labels, labelled_subset
 from sslbook.methods import get_method
 from sslbook.models import build_backbone
 from sslbook.optim import build_optimizer
@@ -344,6 +345,22 @@ class TrainSetup:
         set_epoch(self.batches, epoch)
 
 
+def labelled_view(cfg: TrainConfig, train_set):
+    """The training set as a method that trains on labels sees it: with ``cfg.label_fraction``, the labels of
+    the labelled subset (:func:`sslbook.data.labelled_subset` of the fraction and the run's seed) and −1 for
+    every other image; without, as it is. Refuses a set with no labelled image at all."""
+    from sslbook.evaluation.common import _dataset_labels
+
+    labels = _dataset_labels(train_set)
+    if not bool((labels >= 0).any()):
+        raise DataError(
+            f"{cfg.method} trains on labels, and the training split of {cfg.data!r} has none (all images unlabelled)"
+        )
+    if cfg.label_fraction is None:
+        return train_set
+    return hide_labels(train_set, labelled_subset(labels, cfg.label_fraction, cfg.seed))
+
+
 def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
     """Build the run's data set (or use ``train_set``), method, DDP wrapper, batches, schedule and optimiser."""
     device = dist.init()
@@ -364,6 +381,8 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
             "least 2, or every accuracy is 100% by construction"
         )
     method = build_method(cfg, info)
+    if method.uses_labels:
+        train_set = labelled_view(cfg, train_set)
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
     needs_indices = bool(method.needs_indices)
     if needs_indices:

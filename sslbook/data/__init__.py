@@ -2,5 +2,15 @@
 
 from sslbook.data.base import DataError, DataInfo, TensorImageDataset
 from sslbook.data.registry import DATA_ROOT, available, load_dataset
+from sslbook.data.subsets import hide_labels, labelled_subset
 
-__all__ = ["DATA_ROOT", "DataError", "DataInfo", "TensorImageDataset", "available", "load_dataset"]
+__all__ = [
+    "DATA_ROOT",
+    "DataError",
+    "DataInfo",
+    "TensorImageDataset",
+    "available",
+    "hide_labels",
+    "labelled_subset",
+    "load_dataset",
+]

@@ -15,29 +15,12 @@ from torch.utils.data import Dataset, Subset
 from sslbook.augment import horizontal_flip, random_crop, to_float
 from sslbook.cost import module_device
 from sslbook.data.base import TensorImageDataset
+from sslbook.data.subsets import labelled_subset
 from sslbook.evaluation.common import _dataset_labels, _info_num_classes, _iterate
 from sslbook.schedules import cosine_at
 
-
-def stratified_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
-    """Indices of a class-balanced ``fraction`` of a labelled set, deterministic given ``seed``.
-
-    Each class ``c`` with ``n_c`` examples contributes ``max(1, round(fraction · n_c))`` of them,
-    chosen uniformly at random; unlabelled entries (label < 0) are never chosen. Returns the
-    indices sorted, int64.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    labels = torch.as_tensor(labels).long()
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in torch.unique(labels[labels >= 0]).tolist():
-        members = torch.nonzero(labels == c).flatten()
-        n_c = max(1, round(fraction * len(members)))
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:n_c]])
-    if not chosen:
-        return torch.zeros(0, dtype=torch.long)
-    return torch.cat(chosen).sort().values
+# the labelled subset of fine-tuning is the one every semi-supervised run of the same fraction and seed trains on
+stratified_subset = labelled_subset
 
 
 def flip_and_crop(x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:

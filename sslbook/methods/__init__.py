@@ -29,6 +29,9 @@ REGISTRY: dict[str, str | type[Method]] = {
     "adco": "sslbook.methods.adco:AdCo",
     "aet": "sslbook.methods.aet:AET",
     "bigbigan": "sslbook.methods.bigbigan:BigBiGAN",
+    "s4l_rotation": "sslbook.methods.s4l_rotation:S4LRotation",
+    "s4l_exemplar": "sslbook.methods.s4l_exemplar:S4LExemplar",
+    "mixmatch": "sslbook.methods.mixmatch:MixMatch",
 }
 
 

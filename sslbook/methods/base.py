@@ -20,7 +20,8 @@ After training, the trainer runs the standard evaluation protocols on ``method.b
 :mod:`sslbook.distributed` read: a method changes one by setting it (``needs_indices = True`` for a
 memory bank with one slot per training image: ``make_views(images, labels, indices=...)`` then gets each
 image's index in the training set; ``adamw_betas`` for its paper's AdamW; ``keep_local_bn`` on a
-submodule; ``lr_scale`` / ``fixed_lr`` on some of its parameters, with :meth:`Method.set_lr`).
+submodule; ``lr_scale`` / ``fixed_lr`` on some of its parameters, with :meth:`Method.set_lr`; ``uses_labels``
+for a method that trains on the labels of a labelled subset, −1 marking the images outside it).
 
 ``views`` is whatever ``make_views`` returns: usually a list of N×3×h×w tensors, one per view, which may
 have different sizes (multi-crop). The representation the evaluation protocols measure is
@@ -69,6 +70,11 @@ class Method(nn.Module):
     """A parameter's multiple of the scheduled learning rate, unless it carries its own (see :meth:`set_lr`)."""
     fixed_lr: bool = False
     """True: a parameter keeps the peak learning rate at every step, unless it carries its own (:meth:`set_lr`)."""
+    uses_labels: bool = False
+    """True: the method trains on labels (supervised, semi-supervised). With ``TrainConfig.label_fraction`` set,
+    the trainer then gives it the labels of the labelled subset only (:func:`sslbook.data.labelled_subset` of
+    the fraction and the run's seed) and −1 for every other image; a method that leaves it False gets the
+    data set's labels unchanged (and trains on images alone)."""
 
     def __init__(self, backbone: nn.Module, info: DataInfo, image_size: int):
         super().__init__()
