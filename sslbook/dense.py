@@ -279,7 +279,7 @@ def dense_probe(
     backbone: nn.Module,
     train_set,
     test_set,
-    epochs: int = 20,
+    epochs: int = 100,
     lr: float = 0.01,
     weight_decay: float = 1e-4,
     batch_size: int = 256,
@@ -296,7 +296,10 @@ def dense_probe(
     Training reads ``train_set``'s masks at the map's resolution: each location learns, with
     cross-entropy, the fractions of the classes among the pixels under it (:func:`soft_targets`). That is
     the pixel-level loss up to the upsampling, at a small fraction of its cost (a 4×4 map has 64 times
-    fewer locations than a 32×32 image has pixels). AdamW with a cosine schedule, seeded.
+    fewer locations than a 32×32 image has pixels). AdamW with a cosine schedule, seeded. A frozen probe is read
+    when it has converged: on 1,000 ``shapes`` scenes and the book's CNN, 20 epochs left the training loss at 1.6 and
+    the pixel accuracy at 73–76% (the probe still learning which locations are background), 100 epochs bring the loss
+    to 0.5 and the pixel accuracy to 89–92%, for random and trained backbones alike.
 
     ``train_maps``/``test_maps`` (from :func:`extract_feature_maps`) skip the extraction, e.g. when
     several probes read one backbone.
