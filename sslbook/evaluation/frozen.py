@@ -137,9 +137,21 @@ def knn_accuracy(
     temperature: float = 0.07,
 ) -> float:
     """Top-1 accuracy (a fraction in [0, 1]) of :func:`knn_classify` on ``test_labels``."""
+    return knn_correct(train_feats, train_labels, test_feats, test_labels, k, temperature).float().mean().item()
+
+
+def knn_correct(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """Which test items (bool M, on the CPU) :func:`knn_classify` gets right."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     pred = knn_classify(train_feats, train_labels, test_feats, k=k, temperature=temperature, num_classes=num_classes)
-    return (pred.cpu() == test_labels.long().cpu()).float().mean().item()
+    return pred.cpu() == test_labels.long().cpu()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,9 +407,7 @@ def evaluate(
         train_feats, train_labels = train_feats[keep], train_labels[keep]
         correct = {}
         if "knn" in protocols:
-            num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-            pred = knn_classify(train_feats, train_labels, test_feats, k, temperature, num_classes=num_classes)
-            correct["knn_top1"] = pred.cpu() == test_labels.long().cpu()
+            correct["knn_top1"] = knn_correct(train_feats, train_labels, test_feats, test_labels, k, temperature)
             out["knn_top1"] = float(correct["knn_top1"].float().mean())
         if "linear" in protocols:
             probe = linear_probe(train_feats, train_labels, test_feats, test_labels, epochs=linear_epochs, seed=seed)
