@@ -50,7 +50,7 @@ from sslbook.data.base import DataError, DataInfo, TensorImageDataset
 from sslbook.data.device import DeviceBatches
 from sslbook.data.indexed import WithIndex
 from sslbook.data.registry import load_dataset, pretrain_split
-from sslbook.data.subsets import hide_labels, labelled_subset
+from sslbook.data.subsets import LabelledStream, hide_labels, labelled_subset
 from sslbook.methods import get_method
 from sslbook.models import build_backbone
 from sslbook.optim import build_optimizer
@@ -149,6 +149,29 @@ def evaluate_backbone(
         progress=progress,
         bootstrap=cfg.eval_bootstrap,
     )
+
+
+def classifier_metrics(method, test_set, batch_size: int = 512) -> dict:
+    """``{"classifier_top1": ...}``: the test accuracy of the method's own classifier (:meth:`Method.classify`),
+    for a method that has one; ``{}`` for one that does not."""
+    from sslbook.evaluation.common import _iterate
+
+    device = next(method.parameters()).device
+    modes = {m: m.training for m in method.modules()}  # restored afterwards, module by module
+    method.eval()
+    correct = total = 0
+    try:
+        with torch.no_grad():
+            for images, labels in _iterate(test_set, batch_size):
+                scores = method.classify(to_float(images.to(device)))
+                if scores is None:
+                    return {}
+                correct += int((scores.argmax(1).cpu() == labels).sum())
+                total += len(labels)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return {"classifier_top1": correct / max(1, total)}
 
 
 class _Monitor:
@@ -340,6 +363,7 @@ class TrainSetup:
     needs_indices: bool
     use_amp: bool
     check_every: int  # the losses are checked for NaN/Inf every this many steps (one device sync)
+    labelled: LabelledStream | None = None  # the labelled batch of each step (Method.labelled_batch_size), or None
 
     def set_epoch(self, epoch: int) -> None:
         set_epoch(self.batches, epoch)
@@ -359,6 +383,26 @@ def labelled_view(cfg: TrainConfig, train_set):
     if cfg.label_fraction is None:
         return train_set
     return hide_labels(train_set, labelled_subset(labels, cfg.label_fraction, cfg.seed))
+
+
+def labelled_stream(cfg: TrainConfig, method, train_set, device, rank: int = 0, world: int = 1):
+    """The labelled batch of every step (:class:`sslbook.data.LabelledStream`) for a method that asks for one
+    (``labelled_batch_size`` > 0) in a run with a ``label_fraction``; None otherwise. Each process draws
+    ``labelled_batch_size // world`` images a step from the subset, in an order of its own."""
+    size = int(getattr(method, "labelled_batch_size", 0) or 0)
+    if size <= 0 or not method.uses_labels or cfg.label_fraction is None:
+        return None
+    if cfg.augment_on == "loader":
+        raise ValueError(
+            f"{cfg.method} draws a labelled batch of its own each step (labelled_batch_size {size}), which is "
+            "joined to the batch before its views are made: it needs augment_on='device', not 'loader'"
+        )
+    if method.needs_indices:
+        raise ValueError(f"{cfg.method}: a labelled batch of its own cannot be combined with needs_indices")
+    from sslbook.evaluation.common import _dataset_labels
+
+    keep = labelled_subset(_dataset_labels(train_set), cfg.label_fraction, cfg.seed)
+    return LabelledStream(train_set, keep, max(1, size // world), seed=cfg.seed, rank=rank, device=device)
 
 
 def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
@@ -381,7 +425,9 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
             "least 2, or every accuracy is 100% by construction"
         )
     method = build_method(cfg, info)
+    labelled = None
     if method.uses_labels:
+        labelled = labelled_stream(cfg, method, train_set, device, rank, world)
         train_set = labelled_view(cfg, train_set)
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
     needs_indices = bool(method.needs_indices)
@@ -427,6 +473,7 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
         needs_indices,
         use_amp=cfg.amp and device.type == "cuda",
         check_every=1 if device.type == "cpu" else max(1, cfg.log_every),
+        labelled=labelled,
     )
 
 
@@ -479,16 +526,21 @@ def place_method(method: torch.nn.Module, cfg: TrainConfig, device: torch.device
     return method
 
 
-def batch_views(s: TrainSetup, method: torch.nn.Module, batch) -> tuple:
+def batch_views(s: TrainSetup, method: torch.nn.Module, batch, step: int = 0) -> tuple:
     """``(views, labels)`` of one item of ``s.batches`` on the device: the views made in the loader workers
     (``augment_on="loader"``), or by ``method.make_views`` on the device, with the images' indices for
-    methods that ask for them."""
+    methods that ask for them. With a labelled stream (``s.labelled``), step ``step``'s labelled images come
+    first, then the batch's own."""
     images, labels, *index = batch
     labels = labels.to(s.device, non_blocking=True)
     if s.cfg.augment_on == "loader":
         return _to_device(images, s.device), labels
+    images = images.to(s.device, non_blocking=True)
+    if s.labelled is not None:
+        extra_images, extra_labels = s.labelled.batch(step)
+        images, labels = torch.cat([extra_images, images]), torch.cat([extra_labels, labels])
     index_kw = {"indices": index[0].to(s.device, non_blocking=True)} if s.needs_indices else {}
-    return method.make_views(to_float(images.to(s.device, non_blocking=True)), labels, **index_kw), labels
+    return method.make_views(to_float(images), labels, **index_kw), labels
 
 
 def train_step(s: TrainSetup, batch, step: int, epoch: int, log: StepLog) -> dict:
@@ -498,7 +550,7 @@ def train_step(s: TrainSetup, batch, step: int, epoch: int, log: StepLog) -> dic
     device, cfg, method = s.device, s.cfg, s.method
     for group in s.optimizer.param_groups:  # groups may scale the rate or keep it fixed (see optim.param_groups)
         group["lr"] = (s.lr if group.get("fixed_lr") else float(s.lr_schedule[step])) * group.get("lr_scale", 1.0)
-    views, labels = batch_views(s, method, batch)
+    views, labels = batch_views(s, method, batch, step)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.use_amp):
         outputs = s.model(views, labels)
     log.record(step, epoch, outputs)
@@ -845,6 +897,7 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
 
             refresh_bn_statistics(method.backbone, train_eval, batch_size=cfg.eval_batch_size)
         metrics = evaluate_backbone(method.backbone, cfg, train_set=train_eval, test_set=test_eval)
+        metrics.update(classifier_metrics(method, test_eval, cfg.eval_batch_size))
         metrics.update(method.evaluate_extra())
         metrics = {k: float(v) for k, v in metrics.items()}
     if not reuse:

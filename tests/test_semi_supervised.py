@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sslbook.augment import mixup, mixup_lambda
 from sslbook.config import ConfigError, resolve
-from sslbook.data import hide_labels, labelled_subset, load_dataset
+from sslbook.data import LabelledStream, hide_labels, labelled_subset, load_dataset
 from sslbook.data.base import DataInfo, TensorImageDataset
 from sslbook.losses import batch_hard_triplet, l2_consistency, mixmatch_loss, sharpen, soft_cross_entropy
 from sslbook.methods import REGISTRY, Method, get_method, register
@@ -147,6 +147,107 @@ def test_a_method_that_trains_on_labels_is_refused_a_training_set_without_any(sm
 
 
 # ------------------------------------------------------------------------------------------------
+# A labelled batch of its own each step
+# ------------------------------------------------------------------------------------------------
+
+
+def test_labelled_stream_walks_the_subset_once_per_pass_and_depends_only_on_the_step():
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 3, 2, 2).contiguous()
+    data = TensorImageDataset(images, torch.arange(40) % 4, INFO)
+    keep = torch.tensor([3, 7, 11, 20, 21, 30, 39])
+    stream = LabelledStream(data, keep, per_step=3, seed=5)
+    drawn = torch.cat([stream.batch(s)[0][:, 0, 0, 0].long() for s in range(7)])  # 21 images = 3 passes
+    for p in range(3):  # each pass holds every labelled image exactly once, in an order of its own
+        assert sorted(drawn[7 * p : 7 * p + 7].tolist()) == keep.tolist()
+    assert drawn[:7].tolist() != drawn[7:14].tolist() or drawn[7:14].tolist() != drawn[14:].tolist()
+    images4, labels4 = LabelledStream(data, keep, per_step=3, seed=5).batch(4)  # a fresh stream (a resumed run)
+    assert torch.equal(images4, stream.batch(4)[0]) and torch.equal(labels4, images4[:, 0, 0, 0].long() % 4)
+    other = LabelledStream(data, keep, per_step=3, seed=5, rank=1)  # another process: another order
+    assert any(not torch.equal(other.batch(s)[0], stream.batch(s)[0]) for s in range(5))
+    # a data set that is not held in memory gives the same images item by item
+    slow = LabelledStream(hide_labels(torch.utils.data.Subset(data, range(40)), torch.arange(40)), keep, 3, seed=5)
+    assert torch.equal(slow.batch(4)[0], images4) and torch.equal(slow.batch(4)[1], labels4)
+    with pytest.raises(ValueError, match="at least one image"):
+        LabelledStream(data, torch.zeros(0, dtype=torch.long), 3)
+
+
+class _StreamRecorder(Method):
+    """Records each batch's labels, and asks for a labelled batch of 8 of its own."""
+
+    name = "stream_recorder"
+    uses_labels = True
+    labelled_batch_size = 8
+    seen: list = []
+
+    def __init__(self, backbone, info, image_size):
+        super().__init__(backbone, info, image_size)
+        self.head = torch.nn.Linear(backbone.out_dim, 1)
+
+    @torch.no_grad()
+    def make_views(self, images, labels):
+        type(self).seen.append((images.cpu().clone(), labels.cpu().clone()))
+        return images
+
+    def forward(self, views, labels):
+        return {"loss": self.head(self.backbone(views)).mean()}
+
+
+@pytest.mark.parametrize("data_on", ["loader", "device"])
+def test_a_method_asking_for_a_labelled_batch_gets_it_in_front_of_every_batch(data_on, small):
+    register("test_stream_recorder", _StreamRecorder)
+    _StreamRecorder.seen.clear()
+    try:
+        kw = {**small, "epochs": 1, "eval_protocols": (), "monitor_knn": 0, "batch_size": 32, "data_on": data_on}
+        train("test_stream_recorder", label_fraction=0.02, seed=1, **kw)
+    finally:
+        REGISTRY.pop("test_stream_recorder")
+    train_set = load_dataset("shapes", "train", **small["data_kwargs"])
+    subset = labelled_subset(train_set.labels, 0.02, seed=1)
+    by_image = {bytes(train_set.images[i].flatten().tolist()): int(i) for i in subset}
+    assert len(_StreamRecorder.seen) == len(train_set) // 32
+    for images, labels in _StreamRecorder.seen:
+        assert len(labels) == 8 + 32
+        for image, label in zip(images[:8], labels[:8]):  # the first 8: images of the labelled subset, labelled
+            i = by_image[bytes((image * 255).round().to(torch.uint8).flatten().tolist())]
+            assert int(label) == int(train_set.labels[i])
+        assert int((labels[8:] >= 0).sum()) < 32  # the batch's own rows keep the data's rate of labels
+
+
+def test_without_a_label_fraction_or_with_views_made_in_workers_there_is_no_stream_or_a_clear_error(small):
+    from sslbook.trainer import setup
+
+    register("test_stream_recorder", _StreamRecorder)
+    try:
+        cfg = resolve("test_stream_recorder", **{**small, "batch_size": 32, "progress": False})
+        assert setup(cfg).labelled is None  # every image labelled: nothing to draw separately
+        cfg = resolve("test_stream_recorder", **{**small, "batch_size": 32, "progress": False})
+        cfg.label_fraction, cfg.augment_on, cfg.data_on = 0.1, "loader", "loader"
+        with pytest.raises(ValueError, match="augment_on='device'"):
+            setup(cfg)
+    finally:
+        REGISTRY.pop("test_stream_recorder")
+
+
+def test_labelled_batch_is_validated_and_the_semi_supervised_classifiers_are_scored(small):
+    with pytest.raises(ValueError, match="labelled_batch must be a whole number"):
+        get_method("mixmatch")(build_backbone("convnet_small", INFO), INFO, 16, labelled_batch=-1)
+    result = train(
+        "s4l_rotation",
+        label_fraction=0.05,
+        **{
+            **small,
+            "max_steps": 2,
+            "epochs": 1,
+            "batch_size": 32,
+            "method_kwargs": dict(all_rotations=False, labelled_batch=16),
+        },
+    )
+    assert result.method.labelled_batch_size == 16
+    assert 0.0 <= result.metrics["classifier_top1"] <= 1.0
+    assert "classifier_top1" not in train("rotnet", **{**small, "max_steps": 1, "epochs": 1, "batch_size": 32}).metrics
+
+
+# ------------------------------------------------------------------------------------------------
 # Sharpening and MixUp
 # ------------------------------------------------------------------------------------------------
 
@@ -266,6 +367,22 @@ def test_s4l_rotation_loss_is_labelled_cross_entropy_plus_w_times_rotation_loss(
     assert float(out["sup_loss"].detach()) == 0.0
     out["loss"].backward()
     assert all(p.grad is not None for p in m.parameters())
+
+
+def test_s4l_rotation_without_classify_rotated_classifies_the_upright_copies_only():
+    torch.manual_seed(0)
+    m = get_method("s4l_rotation")(
+        build_backbone("convnet_small", INFO), INFO, 16, all_rotations=False, classify_rotated=False
+    ).eval()
+    labels = torch.tensor([1, -1, 2, 3, 0])
+    views = m.make_views(torch.rand(5, 3, 16, 16), labels)
+    assert len(views["images"]) == 10  # the upright copy, then one rotated copy of each image
+    out = m(views, labels)
+    with torch.no_grad():
+        feats = m.backbone(views["images"][:5])
+        keep = labels >= 0
+        ce = F.cross_entropy(m.classifier(feats[keep]), labels[keep])
+    assert torch.allclose(out["sup_loss"], ce, atol=1e-5)
 
 
 def test_s4l_exemplar_loss_is_labelled_cross_entropy_plus_w_times_batch_hard_triplet():

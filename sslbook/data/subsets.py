@@ -62,3 +62,63 @@ def hide_labels(dataset: Dataset, keep: torch.Tensor) -> Dataset:
         labels[keep] = dataset.labels[keep]
         return TensorImageDataset(dataset.images, labels, dataset.info)
     return PartlyLabelled(dataset, keep)
+
+
+class LabelledStream:
+    """A stream of labelled batches beside the main one: ``per_step`` images of the labelled subset a step.
+
+    Semi-supervised papers (MixMatch, S4L) draw a labelled batch and an unlabelled batch each step; with 1% of
+    the labels, a shared batch would hold about one labelled image. The stream walks through the labelled
+    subset in a fresh random order at each pass (without replacement within a pass), and the images of step
+    ``s`` depend on ``s`` (and the seed and process) alone, so a resumed run draws what it would have drawn.
+
+    ``dataset`` is the training set (any data set of ``(uint8 image, label)``), ``indices`` the labelled
+    subset's indices into it (:func:`labelled_subset`). A subset of an in-memory set is copied to ``device``
+    once; any other is read item by item at each step.
+    """
+
+    def __init__(
+        self, dataset: Dataset, indices: torch.Tensor, per_step: int, seed: int = 0, rank: int = 0, device="cpu"
+    ):
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        if per_step < 1:
+            raise ValueError(f"a labelled stream needs at least 1 image a step, got {per_step}")
+        if len(indices) == 0:
+            raise ValueError("a labelled stream needs a labelled subset with at least one image, got none")
+        self.dataset, self.indices, self.per_step = dataset, indices, int(per_step)
+        self.seed, self.rank, self.device = int(seed), int(rank), torch.device(device)
+        self._orders: dict[int, torch.Tensor] = {}
+        if isinstance(dataset, TensorImageDataset):
+            self.images = dataset.images[indices].to(self.device)
+            self.labels = dataset.labels[indices].to(self.device)
+        else:
+            self.images = self.labels = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _order(self, p: int) -> torch.Tensor:
+        """The order of pass ``p`` over the subset (positions 0…n−1), seeded by (seed, rank, pass)."""
+        if p not in self._orders:
+            if len(self._orders) > 4:
+                self._orders.clear()
+            g = torch.Generator().manual_seed(1_000_003 * (self.seed + 1) + 7_919 * self.rank + p)
+            self._orders[p] = torch.randperm(len(self.indices), generator=g)
+        return self._orders[p]
+
+    def positions(self, step: int) -> torch.Tensor:
+        """The positions in the subset (0…n−1) of step ``step``'s images."""
+        n = len(self.indices)
+        k = torch.arange(step * self.per_step, (step + 1) * self.per_step)
+        return torch.stack([self._order(int(i) // n)[int(i) % n] for i in k])
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images uint8 per_step×3×H×W, labels int64 per_step)`` of step ``step``, on the stream's device."""
+        pos = self.positions(step)
+        if self.images is not None:
+            pos = pos.to(self.device)
+            return self.images[pos], self.labels[pos]
+        items = [self.dataset[int(self.indices[int(i)])] for i in pos]
+        images = torch.stack([torch.as_tensor(im) for im, _ in items]).to(self.device)
+        labels = torch.tensor([int(y) for _, y in items], dtype=torch.long, device=self.device)
+        return images, labels

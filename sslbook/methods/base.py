@@ -21,7 +21,9 @@ After training, the trainer runs the standard evaluation protocols on ``method.b
 memory bank with one slot per training image: ``make_views(images, labels, indices=...)`` then gets each
 image's index in the training set; ``adamw_betas`` for its paper's AdamW; ``keep_local_bn`` on a
 submodule; ``lr_scale`` / ``fixed_lr`` on some of its parameters, with :meth:`Method.set_lr`; ``uses_labels``
-for a method that trains on the labels of a labelled subset, −1 marking the images outside it).
+for a method that trains on the labels of a labelled subset, −1 marking the images outside it, and
+``labelled_batch_size`` for a labelled batch of its own each step; :meth:`Method.classify` for a method
+whose own classifier the trainer should score).
 
 ``views`` is whatever ``make_views`` returns: usually a list of N×3×h×w tensors, one per view, which may
 have different sizes (multi-crop). The representation the evaluation protocols measure is
@@ -52,6 +54,15 @@ def check_pair(name: str, views, what: str = "views") -> tuple[torch.Tensor, tor
     return a, b
 
 
+def check_labelled_batch(name: str, size) -> int:
+    """A method's ``labelled_batch`` argument as its ``labelled_batch_size``, or a ValueError naming the method."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(
+            f"{name}'s labelled_batch must be a whole number >= 0 (0: no labelled batch of its own), got {size!r}"
+        )
+    return size
+
+
 class Method(nn.Module):
     """Base class: subclasses set ``name`` and implement ``make_views`` and ``forward``."""
 
@@ -75,6 +86,11 @@ class Method(nn.Module):
     the trainer then gives it the labels of the labelled subset only (:func:`sslbook.data.labelled_subset` of
     the fraction and the run's seed) and −1 for every other image; a method that leaves it False gets the
     data set's labels unchanged (and trains on images alone)."""
+    labelled_batch_size: int = 0
+    """With ``uses_labels`` and a ``label_fraction``: the trainer puts this many images of the labelled subset
+    (:class:`sslbook.data.LabelledStream`, a stream of their own) in front of every batch's rows, with their
+    labels, as semi-supervised papers draw a labelled batch beside the unlabelled one. 0: labelled images come
+    at the data's rate (with 1% of the labels, about one in a batch of 128)."""
 
     def __init__(self, backbone: nn.Module, info: DataInfo, image_size: int):
         super().__init__()
@@ -103,6 +119,12 @@ class Method(nn.Module):
                 p.lr_scale = float(lr_scale)
             if fixed_lr is not None:
                 p.fixed_lr = bool(fixed_lr)
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The method's own class scores (N×classes) for float images in [0, 1], for a method that trains a
+        classifier (supervised, semi-supervised); None for one that does not. The trainer reports the test
+        accuracy of these scores as ``classifier_top1``."""
+        return None
 
     def evaluate_extra(self) -> dict[str, float]:
         """Method-specific measurements added to the run's metrics after the standard protocols."""

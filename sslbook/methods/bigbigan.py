@@ -71,9 +71,11 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """F on x (strided convolutions, LeakyReLU), H on z (an MLP), J on [F(x), H(z)]; three linear scores."""
+    """F on x (strided convolutions, LeakyReLU), H on z (an MLP), J on [F(x), H(z)]; three linear scores.
+    ``spectral_norm``: every convolution and linear layer divided by its largest singular value (Miyato et al.
+    2018), as in BigGAN's and BigBiGAN's discriminators, which bounds how fast D can separate the pairs."""
 
-    def __init__(self, z_dim: int, image_size: int, width: int = 64, hidden: int = 256):
+    def __init__(self, z_dim: int, image_size: int, width: int = 64, hidden: int = 256, spectral_norm: bool = False):
         super().__init__()
         act = nn.LeakyReLU(0.2)
         self.F = nn.Sequential(
@@ -86,6 +88,10 @@ class Discriminator(nn.Module):
         self.H = nn.Sequential(nn.Linear(z_dim, hidden), act, nn.Linear(hidden, hidden), act)
         self.J = nn.Sequential(nn.Linear(2 * hidden, hidden), act, nn.Linear(hidden, hidden), act)
         self.s_x, self.s_z, self.s_xz = nn.Linear(hidden, 1), nn.Linear(hidden, 1), nn.Linear(hidden, 1)
+        if spectral_norm:
+            for m in list(self.modules()):
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x, z) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fx, hz = self.F(x), self.H(z)
@@ -108,12 +114,13 @@ class BigBiGAN(Method):
         disc_hidden=256,
         enc_hidden=512,
         disc_lr_scale=1.0,
+        spectral_norm=False,
     ):
         super().__init__(backbone, info, image_size)
         self.z_dim = int(z_dim)
         self.encoder_head = head([(backbone.out_dim, enc_hidden, True, True), (enc_hidden, self.z_dim, False, False)])
         self.generator = Generator(self.z_dim, image_size, gen_width)
-        self.discriminator = Discriminator(self.z_dim, image_size, disc_width, disc_hidden)
+        self.discriminator = Discriminator(self.z_dim, image_size, disc_width, disc_hidden, spectral_norm)
         if disc_lr_scale != 1.0:
             self.set_lr(self.discriminator, lr_scale=disc_lr_scale)
 

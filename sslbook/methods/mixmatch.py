@@ -15,9 +15,11 @@ A classifier (a linear head on the backbone) trained on a few labels and many un
    λ_U grows linearly from 0 over the first ``rampup_steps`` steps (:meth:`on_step_end`).
 
 Labels reach the method for the labelled subset only (``label_fraction``; −1 elsewhere, see
-:attr:`sslbook.methods.base.Method.uses_labels`). Labelled and unlabelled images share one batch, in the
-proportion of the data set, where the paper draws a labelled and an unlabelled batch of equal size; U is every
-image of the batch (the labelled ones too, as unlabelled copies). Not reproduced: the exponential moving
+:attr:`sslbook.methods.base.Method.uses_labels`). The paper draws a labelled and an unlabelled
+batch of equal size each step: ``labelled_batch=B`` asks the trainer for B images of the labelled subset in front
+of every batch (:attr:`sslbook.methods.base.Method.labelled_batch_size`; with 0 they come at the data's rate, and
+with 1% of the labels the guesses collapse: see the recipe). X is every labelled row of the batch, U every row
+(the labelled ones too, as unlabelled copies). Not reproduced: the exponential moving
 average of the weights that the paper evaluates (the evaluation protocols read ``backbone`` itself), and its
 interleaving of the labelled and unlabelled batches for BatchNorm.
 """
@@ -30,7 +32,7 @@ from torch import nn
 
 from sslbook.augment import horizontal_flip, mixup, mixup_lambda, random_crop
 from sslbook.losses import mixmatch_loss, sharpen
-from sslbook.methods.base import Method
+from sslbook.methods.base import Method, check_labelled_batch
 
 
 class MixMatch(Method):
@@ -48,8 +50,10 @@ class MixMatch(Method):
         lambda_u=75.0,
         rampup_steps=16000,
         crop_padding=4,
+        labelled_batch=0,
     ):
         super().__init__(backbone, info, image_size)
+        self.labelled_batch_size = check_labelled_batch(self.name, labelled_batch)
         if k < 1:
             raise ValueError(f"mixmatch needs k >= 1 augmentations of each unlabelled image, got {k}")
         if not temperature > 0 or not alpha > 0 or lambda_u < 0 or rampup_steps < 0:
@@ -75,6 +79,9 @@ class MixMatch(Method):
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.backbone(images))
+
+    def classify(self, images):
+        return self.logits(images)
 
     def draw_mix(self, m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """MixUp's random numbers for m items: the weights λ' (m) and the shuffle W of Concat(X̂, Û) (m indices)."""

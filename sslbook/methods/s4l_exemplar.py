@@ -12,8 +12,10 @@ margin by default) on the L2-normalised embeddings (as the official code does) p
 together and pushes the nearest copy of another image away. L_sup is the cross-entropy of a linear classifier
 on every copy of each labelled image (its label copied to each).
 
-Labelled and unlabelled images share one batch, in the proportion of the data set (the trainer hides the
-labels outside the labelled subset: −1); the paper draws labelled and unlabelled batches of equal size.
+The trainer hides the labels outside the labelled subset (−1). The paper draws a labelled and an unlabelled
+batch each step: ``labelled_batch=B`` asks the trainer for B images of the labelled subset in front of every
+batch (:attr:`sslbook.methods.base.Method.labelled_batch_size`); with 0 the labelled images come at the data's
+rate.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import nn
 
 from sslbook.augment import color_jitter, random_grayscale, random_resized_crop
 from sslbook.losses import batch_hard_triplet, masked_cross_entropy
-from sslbook.methods.base import Method
+from sslbook.methods.base import Method, check_labelled_batch
 from sslbook.methods.s4l_rotation import s4l_loss
 
 
@@ -45,8 +47,10 @@ class S4LExemplar(Method):
         crop_scale=(0.2, 1.0),
         jitter_p=0.8,
         gray_p=0.2,
+        labelled_batch=0,
     ):
         super().__init__(backbone, info, image_size)
+        self.labelled_batch_size = check_labelled_batch(self.name, labelled_batch)
         if weight < 0:
             raise ValueError(f"s4l_exemplar's weight w must be >= 0, got {weight}")
         if copies < 2:
@@ -81,3 +85,6 @@ class S4LExemplar(Method):
         labelled = class_labels >= 0
         acc = ((class_logits.argmax(1) == class_labels) & labelled).sum() / labelled.sum().clamp_min(1)
         return {"loss": s4l_loss(sup, self_loss, self.weight), "sup_loss": sup, "self_loss": self_loss, "acc": acc}
+
+    def classify(self, images):
+        return self.classifier(self.backbone(images))

@@ -18,15 +18,16 @@ from torch import nn
 
 from sslbook.augment import random_resized_crop
 from sslbook.losses import masked_cross_entropy
-from sslbook.methods.base import Method
+from sslbook.methods.base import Method, check_labelled_batch
 
 
 class Supervised(Method):
     name = "supervised"
     uses_labels = True
 
-    def __init__(self, backbone, info, image_size, crop_scale=(0.35, 1.0)):
+    def __init__(self, backbone, info, image_size, crop_scale=(0.35, 1.0), labelled_batch=0):
         super().__init__(backbone, info, image_size)
+        self.labelled_batch_size = check_labelled_batch(self.name, labelled_batch)
         self.crop_scale = tuple(crop_scale)
         self.classifier = nn.Linear(backbone.out_dim, info.num_classes)
 
@@ -40,3 +41,6 @@ class Supervised(Method):
         labelled = labels >= 0
         acc = ((logits.argmax(1) == labels) & labelled).sum() / labelled.sum().clamp_min(1)
         return {"loss": loss, "acc": acc}
+
+    def classify(self, images):
+        return self.classifier(self.backbone(images))
