@@ -21,7 +21,7 @@
 #   pytest_bench.txt                         tests/test_bench.py on this machine (its GPU branches run here)
 #   status.txt                               the exit status (or the skip) of every command
 #   NAME.json                                the JSON line of every bench that succeeded: copy these into
-#                                            benchmarks/results/ and chapter 11 shows them with their hardware
+#                                            benchmarks/results/ and chapter 12 shows them with their hardware
 # Environment: PYTHON (default python), STEPS (timed steps, default 50), LIMIT (seconds per command, default 240),
 # BUDGET (seconds after which no further step starts, default 3600), WHEELS (a folder of wheels to install
 # without an index first, e.g. lightly's on a machine that reaches no registry: benchmarks/README.md),
@@ -53,7 +53,7 @@ step() {  # step NAME COMMAND...: run with a time limit, output to OUT/NAME.txt,
   local rc=$?
   echo "   exit $rc" | tee -a "$OUT/status.txt"
   tail -n 1 "$OUT/$name.txt" | cut -c1-300
-  # a bench's (or the peer script's) last line is one JSON object: kept as NAME.json, the form chapter 11 reads
+  # a bench's (or the peer script's) last line is one JSON object: kept as NAME.json, the form chapter 12 reads
   # from benchmarks/results/ (train's JSON line stays in NAME.txt)
   if [ "$rc" = 0 ] && tail -n 1 "$OUT/$name.txt" | grep -q '^{.*"\(images_per_s\|rows\)"'; then
     tail -n 1 "$OUT/$name.txt" > "$OUT/$name.json"

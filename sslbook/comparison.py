@@ -17,7 +17,7 @@ reader sees which of the two dominates.
 
 Every run is cached in :func:`~sslbook.config.run_dir` and loaded when it is finished: seed 0 of a method,
 with no option that changes the run, is the chapters' own ``run_dir(method)``, and its plain random-init
-control is chapter 10's ``run_dir("random-init-" + method)``.
+control is chapter 11's ``run_dir("random-init-" + method)``.
 """
 
 from __future__ import annotations

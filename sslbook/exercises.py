@@ -443,12 +443,97 @@ def check_cosine_momentum(fn) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# Chapter 10: every method side by side
+# Chapter 11: every method side by side
 # ----------------------------------------------------------------------------------------------
 
 
+def check_sharpen(fn) -> bool:
+    """Exercise 10.1: ``fn(p, T) -> tensor``: MixMatch's sharpening of each row of ``p`` (N×C distributions),
+    p_i^{1/T} / Σ_j p_j^{1/T}, as :func:`sslbook.losses.sharpen`."""
+    from sslbook.losses import sharpen
+
+    g = torch.Generator().manual_seed(0)
+    for n, c, t in [(4, 5, 0.5), (3, 10, 1.0), (6, 3, 0.25), (2, 4, 2.0)]:
+        p = torch.softmax(torch.randn(n, c, generator=g) * 2, dim=1)
+        ok, got = _call("sharpening", fn, p.clone(), t)
+        if not ok:
+            return False
+        want = sharpen(p, t)
+        try:
+            got = torch.as_tensor(got, dtype=torch.float32).reshape(n, c)
+        except (RuntimeError, TypeError, ValueError):
+            return _report("sharpening", False, f"return an N×C tensor ({n}×{c}), one distribution per row")
+        if not torch.allclose(got, want, atol=1e-5):
+            hint = (
+                " (normalise each row to sum to 1)" if not torch.allclose(got.sum(1), torch.ones(n), atol=1e-4) else ""
+            )
+            return _report(
+                "sharpening", False, f"T = {t}: expected {want[0, :3].tolist()}…, got {got[0, :3].tolist()}…{hint}"
+            )
+    return _report("sharpening", True, "p^(1/T), renormalised per row")
+
+
+def check_mixmatch_mixup(fn, trials: int = 4) -> bool:
+    """Exercise 10.2: ``fn(x, y, lam, perm) -> (x', y')``: MixMatch's MixUp of item i with item perm[i], with
+    λ'_i = max(λ_i, 1 − λ_i) for the given Beta draws ``lam``, images and label distributions alike, as
+    :func:`sslbook.augment.mixup` with :func:`sslbook.augment.mixup_lambda`'s weights."""
+    from sslbook.augment import mixup
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(trials):
+        n, c = 6, 4
+        x, y = torch.rand(n, 3, 4, 4, generator=g), torch.softmax(torch.randn(n, c, generator=g), dim=1)
+        lam = torch.rand(n, generator=g)  # some below 1/2: λ' = max(λ, 1 − λ) must be taken
+        perm = torch.randperm(n, generator=g)
+        ok, got = _call("MixMatch's MixUp", fn, x.clone(), y.clone(), lam.clone(), perm.clone())
+        if not ok:
+            return False
+        want_x, want_y = mixup(x, y, torch.maximum(lam, 1 - lam), perm)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            return _report("MixMatch's MixUp", False, "return the pair (mixed images, mixed labels)")
+        gx, gy = (torch.as_tensor(t, dtype=torch.float32) for t in got)
+        if gx.shape != want_x.shape or gy.shape != want_y.shape:
+            return _report(
+                "MixMatch's MixUp", False, f"shapes {tuple(gx.shape)}, {tuple(gy.shape)}: keep the inputs' shapes"
+            )
+        if not (torch.allclose(gx, want_x, atol=1e-5) and torch.allclose(gy, want_y, atol=1e-5)):
+            plain, _ = mixup(x, y, lam, perm)
+            hint = (
+                " (use λ' = max(λ, 1 − λ), so that each item stays closer to itself)"
+                if torch.allclose(gx, plain, atol=1e-5)
+                else ""
+            )
+            return _report("MixMatch's MixUp", False, f"the mixed items differ from λ'·x_i + (1 − λ')·x_perm[i]{hint}")
+    return _report("MixMatch's MixUp", True, "λ' = max(λ, 1 − λ); images and labels mixed with the same weights")
+
+
+def check_label_guess(fn) -> bool:
+    """Exercise 10.3: ``fn(probs, T) -> tensor``: MixMatch's guessed labels from the model's predictions on K
+    augmentations of each unlabelled image (``probs``: K×N×C), the average over the K copies, sharpened."""
+    from sslbook.losses import sharpen
+
+    g = torch.Generator().manual_seed(0)
+    for k, n, c, t in [(2, 5, 4, 0.5), (4, 3, 6, 0.5), (1, 4, 3, 0.25)]:
+        probs = torch.softmax(torch.randn(k, n, c, generator=g) * 2, dim=-1)
+        ok, got = _call("label guess", fn, probs.clone(), t)
+        if not ok:
+            return False
+        want = sharpen(probs.mean(0), t)
+        try:
+            got = torch.as_tensor(got, dtype=torch.float32).reshape(n, c)
+        except (RuntimeError, TypeError, ValueError):
+            return _report("label guess", False, f"return one guess per image: an N×C tensor ({n}×{c})")
+        if not torch.allclose(got, want, atol=1e-5):
+            avg_of_sharp = sharpen(probs.reshape(k * n, c), t).reshape(k, n, c).mean(0)
+            hint = " (average first, then sharpen)" if torch.allclose(got, avg_of_sharp, atol=1e-5) else ""
+            return _report(
+                "label guess", False, f"K = {k}, T = {t}: expected {want[0].tolist()}, got {got[0].tolist()}{hint}"
+            )
+    return _report("label guess", True, "the K predictions averaged, then sharpened")
+
+
 def check_rank_correlation(fn, trials: int = 6) -> bool:
-    """Exercise 10.1: ``fn(x, y) -> float``: Spearman's rank correlation of two lists, ties given
+    """Exercise 11.1: ``fn(x, y) -> float``: Spearman's rank correlation of two lists, ties given
     their average rank, as :func:`sslbook.evaluation.rank_correlation`."""
     from sslbook.evaluation import rank_correlation
 
@@ -479,7 +564,7 @@ def check_rank_correlation(fn, trials: int = 6) -> bool:
 
 
 def check_pareto_front(fn, trials: int = 6) -> bool:
-    """Exercise 10.2: ``fn(costs, scores) -> indices`` of the points no other point beats on both
+    """Exercise 11.2: ``fn(costs, scores) -> indices`` of the points no other point beats on both
     axes (lower cost, higher score), as :func:`sslbook.evaluation.pareto_front` (order does not matter)."""
     from sslbook.evaluation import pareto_front
 
@@ -665,7 +750,7 @@ def check_output_std(fn) -> bool:
 
 
 def check_scaled_lr(fn) -> bool:
-    """Exercise 11.1: ``fn(base_lr, global_batch) -> float``: the linear scaling rule the trainer applies,
+    """Exercise 12.1: ``fn(base_lr, global_batch) -> float``: the linear scaling rule the trainer applies,
     lr = base_lr × global batch / 256 (Goyal et al. 2017), where the global batch is every process's
     images of one step together, so the rate does not change with the number of processes."""
     name = "linear scaling rule"
@@ -684,7 +769,7 @@ def check_scaled_lr(fn) -> bool:
 
 
 def check_mfu(fn) -> bool:
-    """Exercise 11.2: ``fn(flops_per_step, seconds_per_step, peak_flops_per_s, processes) -> float``: the
+    """Exercise 12.2: ``fn(flops_per_step, seconds_per_step, peak_flops_per_s, processes) -> float``: the
     model FLOPs utilisation, achieved FLOP/s over the peak FLOP/s of all the devices, a fraction in [0, 1].
     ``flops_per_step`` counts every process's work (the global batch), as ``python -m sslbook bench`` does."""
     name = "model FLOPs utilisation"
@@ -712,7 +797,7 @@ def check_mfu(fn) -> bool:
 
 
 def check_mean_iou(fn, trials: int = 6) -> bool:
-    """Exercise 12.1: ``fn(pred, target, num_classes) -> float``: the mean over the classes present in the
+    """Exercise 13.1: ``fn(pred, target, num_classes) -> float``: the mean over the classes present in the
     targets or the predictions of TP / (TP + FP + FN), over every pixel, as :func:`sslbook.dense.segmentation_scores`
     of :func:`sslbook.dense.confusion_matrix`."""
     from sslbook.dense import confusion_matrix, segmentation_scores
@@ -736,7 +821,7 @@ def check_mean_iou(fn, trials: int = 6) -> bool:
 
 
 def check_box_iou(fn, trials: int = 5) -> bool:
-    """Exercise 12.2: ``fn(a, b) -> tensor``: the IoU of matching rows of two N×4 box lists ``(x0, y0, x1, y1)``,
+    """Exercise 13.2: ``fn(a, b) -> tensor``: the IoU of matching rows of two N×4 box lists ``(x0, y0, x1, y1)``,
     0 where the boxes do not overlap, as :func:`sslbook.dense.box_iou`."""
     from sslbook.dense import box_iou
 

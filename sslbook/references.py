@@ -2,7 +2,7 @@
 
 The book keeps these apart from its own numbers. Every figure a chapter quotes is read from this module in
 a code cell that prints it with its source (:func:`quote`, :func:`source`); nothing published is typed into
-the chapters' text. Chapters 10 and 11 print the accuracy tables beside what this book's recipes measured;
+the chapters' text. Chapters 11 and 12 print the accuracy tables beside what this book's recipes measured;
 a cell that compares the two says which is which.
 
     >>> from sslbook.references import ACCURACY, FIGURES, quote
@@ -104,6 +104,10 @@ _GIDARIS = 'Gidaris, Singh & Komodakis 2018, "Unsupervised Representation Learni
 _MAE = 'He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners", CVPR'
 _DINO = 'Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers", ICCV'
 _BT = 'Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via Redundancy Reduction", ICML'
+_MIXMATCH = 'Berthelot et al. 2019, "MixMatch: A Holistic Approach to Semi-Supervised Learning", NeurIPS'
+_S4L = 'Zhai, Oliver, Kolesnikov & Beyer 2019, "S4L: Self-Supervised Semi-Supervised Learning", ICCV'
+_BIGBIGAN = 'Donahue & Simonyan 2019, "Large Scale Adversarial Representation Learning", NeurIPS'
+_BYOL = 'Grill et al. 2020, "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning", NeurIPS'
 
 # Other published figures the chapters quote, by key: value, unit, what it measures, where it comes from.
 FIGURES: dict[str, dict] = {
@@ -135,7 +139,7 @@ FIGURES: dict[str, dict] = {
     "rotnet_cifar10_supervised": dict(
         value=92.80, unit="%", what="the same network-in-network trained with every CIFAR-10 label", source=_GIDARIS
     ),
-    # Chapter 4 (also chapter 10). ImageNet-1k, ViT-B/16 (the linear figure is ACCURACY's "ImageNet linear (papers)").
+    # Chapter 4 (also chapter 11). ImageNet-1k, ViT-B/16 (the linear figure is ACCURACY's "ImageNet linear (papers)").
     "mae_imagenet_finetuned": dict(
         value=83.6, unit="%", what="MAE ViT-B/16, ImageNet top-1 after fine-tuning", source=_MAE
     ),
@@ -158,6 +162,50 @@ FIGURES: dict[str, dict] = {
     ),
     "barlow_twins_width": dict(
         value=8192, unit="", what="Barlow Twins' projector width D in its main results", source=_BT
+    ),
+    # Chapter 10: semi-supervised learning, and what self-supervision gives it.
+    "mixmatch_cifar10_250_error": dict(
+        value=11.08,
+        unit="%",
+        what="MixMatch, CIFAR-10 test error with 250 labels (WideResNet-28-2, mean of 5 splits)",
+        source=_MIXMATCH,
+    ),
+    "mixmatch_cifar10_4000_error": dict(
+        value=6.24,
+        unit="%",
+        what="MixMatch, CIFAR-10 test error with 4,000 labels (WideResNet-28-2, mean of 5 splits)",
+        source=_MIXMATCH,
+    ),
+    "s4l_rotation_imagenet_10pct_top5": dict(
+        value=83.82,
+        unit="%",
+        what="S4L-Rotation, ILSVRC-2012 top-5 accuracy with 10% of the labels",
+        source=_S4L,
+    ),
+    "bigbigan_imagenet_linear_resnet50": dict(
+        value=55.4,
+        unit="%",
+        what="BigBiGAN's ResNet-50 encoder, ImageNet top-1 of a linear classifier on its frozen features",
+        source=_BIGBIGAN,
+    ),
+    "bigbigan_imagenet_linear_revnet50x4": dict(
+        value=61.3,
+        unit="%",
+        what="BigBiGAN's RevNet-50 ×4 encoder (BN + CReLU features), ImageNet top-1 of a linear classifier",
+        source=_BIGBIGAN,
+    ),
+    "cpc_v2_imagenet_1pct_top5": dict(
+        value=77.9,
+        unit="%",
+        what="CPC v2 (ResNet-161) fine-tuned with 1% of the ImageNet labels, top-5 (Hénaff et al. 2020, as "
+        "tabulated by Grill et al. 2020, Table 2)",
+        source=_BYOL,
+    ),
+    "supervised_imagenet_1pct_top5": dict(
+        value=48.4,
+        unit="%",
+        what="a ResNet-50 trained with 1% of the ImageNet labels alone, top-5 (as tabulated by Grill et al. 2020, Table 2)",
+        source=_BYOL,
     ),
 }
 

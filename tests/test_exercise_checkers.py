@@ -231,7 +231,7 @@ def test_every_chapter_is_on_the_site_in_reading_order_and_executed_at_build_tim
     assert "execute_notebooks: force" in config and "allow_errors: false" in config
 
 
-# ---------------------------------------------------------------- chapter 11
+# ---------------------------------------------------------------- chapter 12
 
 
 def test_check_scaled_lr(capsys):
@@ -291,3 +291,53 @@ def test_check_box_iou():
     assert not exercises.check_box_iou(no_clamp)
     assert not exercises.check_box_iou(lambda a, b: torch.ones(len(a)))
     assert not exercises.check_box_iou(todo)
+
+
+# ---------------------------------------------------------------- chapter 10
+
+
+def test_check_sharpen(capsys):
+    def ok(p, t):
+        q = p ** (1 / t)
+        return q / q.sum(1, keepdim=True)
+
+    assert exercises.check_sharpen(ok)
+    assert not exercises.check_sharpen(lambda p, t: p ** (1 / t))  # not renormalised
+    assert not exercises.check_sharpen(lambda p, t: torch.softmax(p / t, dim=1))  # softmax of probabilities
+    assert not exercises.check_sharpen(lambda p, t: p)
+    assert not exercises.check_sharpen(todo)
+    assert "renormalised" in capsys.readouterr().out
+
+
+def test_check_mixmatch_mixup(capsys):
+    def ok(x, y, lam, perm):
+        lam = torch.maximum(lam, 1 - lam)
+        return (
+            lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[perm],
+            lam.view(-1, 1) * y + (1 - lam.view(-1, 1)) * y[perm],
+        )
+
+    def plain(x, y, lam, perm):  # Zhang et al.'s MixUp without MixMatch's max(λ, 1 − λ)
+        return lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[perm], lam.view(-1, 1) * y + (
+            1 - lam.view(-1, 1)
+        ) * y[perm]
+
+    assert exercises.check_mixmatch_mixup(ok)
+    assert not exercises.check_mixmatch_mixup(plain)
+    assert "max(λ, 1 − λ)" in capsys.readouterr().out
+    assert not exercises.check_mixmatch_mixup(lambda x, y, lam, perm: (ok(x, y, lam, perm)[0], y))  # labels unmixed
+    assert not exercises.check_mixmatch_mixup(lambda x, y, lam, perm: ok(x, y, lam, perm)[0])  # one output
+    assert not exercises.check_mixmatch_mixup(todo)
+
+
+def test_check_label_guess(capsys):
+    def sharpen(p, t):
+        q = p ** (1 / t)
+        return q / q.sum(-1, keepdim=True)
+
+    assert exercises.check_label_guess(lambda probs, t: sharpen(probs.mean(0), t))
+    assert not exercises.check_label_guess(lambda probs, t: sharpen(probs, t).mean(0))  # sharpen, then average
+    assert "average first" in capsys.readouterr().out
+    assert not exercises.check_label_guess(lambda probs, t: probs.mean(0))  # not sharpened
+    assert not exercises.check_label_guess(lambda probs, t: sharpen(probs[0], t))  # one copy only
+    assert not exercises.check_label_guess(todo)
