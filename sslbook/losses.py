@@ -341,6 +341,29 @@ def pretext_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.
     return F.cross_entropy(logits.float(), targets)
 
 
+def alignment(a: torch.Tensor, b: torch.Tensor, alpha: float = 2.0) -> torch.Tensor:
+    """Alignment of positive pairs (Wang & Isola, "Understanding Contrastive Representation Learning through
+    Alignment and Uniformity on the Hypersphere", ICML 2020), on the ℓ2-normalised rows of a and b (N×D)::
+
+        L_align = (1/N) Σ_n ‖ā_n − b̄_n‖^α        (0: every pair identical; at most 2^α)
+    """
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"alignment needs two N×D tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return (F.normalize(a.float(), dim=1) - F.normalize(b.float(), dim=1)).norm(dim=1).pow(alpha).mean()
+
+
+def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Uniformity of a batch on the hypersphere (Wang & Isola 2020), on the ℓ2-normalised rows of x (N×D)::
+
+        L_uniform = log( (2 / (N(N−1))) Σ_{i<j} exp(−t ‖x̄_i − x̄_j‖²) )
+
+    0 when every row is the same point (collapse), more negative the more evenly the rows spread.
+    """
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"uniformity needs an N×D tensor with N ≥ 2, got {tuple(x.shape)}")
+    return torch.pdist(F.normalize(x.float(), dim=1), p=2).pow(2).mul(-t).exp().mean().log()
+
+
 # ----------------------------------------------------------------------------------------------
 # Reconstruction and colorization (chapter 3)
 # ----------------------------------------------------------------------------------------------

@@ -185,3 +185,41 @@ def test_chapter_8_exercise_checkers_accept_the_answer_and_refuse_wrong_ones():
         raise NotImplementedError
 
     assert not check_byol_loss(todo) and not check_barlow_twins_loss(todo) and not check_output_std(todo)
+
+
+def test_alignment_and_uniformity_match_their_definitions_and_limits():
+    from sslbook.losses import alignment, uniformity
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    an, bn = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    want = sum(float((an[i] - bn[i]).norm() ** 2) for i in range(7)) / 7
+    assert alignment(a, b).item() == pytest.approx(want, rel=1e-5)
+    assert alignment(a, 3 * a).item() == pytest.approx(0.0, abs=1e-6)  # the same directions
+    pairs = [(i, j) for i in range(7) for j in range(i + 1, 7)]
+    want = torch.tensor(sum(float(torch.exp(-2 * (an[i] - an[j]).norm() ** 2)) for i, j in pairs) / len(pairs)).log()
+    assert uniformity(a).item() == pytest.approx(float(want), rel=1e-5)
+    assert uniformity(torch.ones(6, 4)).item() == pytest.approx(0.0, abs=1e-6)  # collapsed: every row the same point
+    assert uniformity(torch.eye(8)).item() < uniformity(torch.eye(8) + 3).item()  # spread beats nearly-collapsed
+    with pytest.raises(ValueError, match="N ≥ 2"):
+        uniformity(torch.ones(1, 4))
+
+
+def test_byol_logs_alignment_uniformity_and_raft_terms_without_changing_its_loss():
+    from sslbook.losses import alignment, negative_cosine, uniformity
+
+    torch.manual_seed(0)
+    m = get_method("byol")(build_backbone("convnet_small", INFO), INFO, 16, proj_dim=16, hidden_dim=32).eval()
+    views = m.make_views(torch.rand(6, 3, 16, 16), torch.zeros(6, dtype=torch.long))
+    out = m(views, None)
+    with torch.no_grad():
+        y = m.projector(m.backbone(torch.cat(views)))
+        p = m.predictor(y)
+        z = m.target_projector(m.target_backbone(torch.cat(views)))
+    (y1, y2), (p1, p2), (z1, z2) = y.chunk(2), p.chunk(2), z.chunk(2)
+    assert out["align"].item() == pytest.approx(alignment(y1, y2).item(), rel=1e-5)
+    assert out["uniform"].item() == pytest.approx(uniformity(y1).item(), rel=1e-5)
+    assert out["align_pred"].item() == pytest.approx(alignment(p1, p2).item(), rel=1e-5)
+    assert out["cross_model"].item() == pytest.approx(alignment(p1, z1).item(), rel=1e-5)
+    loss = (2 + 2 * negative_cosine(p1, z2)) + (2 + 2 * negative_cosine(p2, z1))
+    assert out["loss"].item() == pytest.approx(loss.item(), rel=1e-5)

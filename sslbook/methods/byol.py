@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sslbook.augment import asymmetric_pair
-from sslbook.losses import negative_cosine
+from sslbook.losses import alignment, negative_cosine, uniformity
 from sslbook.methods.base import Method, check_pair
 from sslbook.models.ema import ema_update_, momentum_copy
 from sslbook.models.heads import head
@@ -77,12 +77,21 @@ class BYOL(Method):
     def forward(self, views, labels):
         v1, v2 = check_pair(self.name, views)
         both = torch.cat([v1, v2])  # one pass for both views: 2N×3×H×W
-        p1, p2 = self.predictor(self.projector(self.backbone(both))).chunk(2)  # N×proj_dim each
+        y = self.projector(self.backbone(both))  # the online projections, 2N×proj_dim
+        p1, p2 = self.predictor(y).chunk(2)  # N×proj_dim each
         with torch.no_grad():
             z1, z2 = self.target_projector(self.target_backbone(both)).chunk(2)
         # ‖p̄ − z̄‖² = 2 + 2·negative_cosine(p, z); symmetric over the two views
         loss = (2 + 2 * negative_cosine(p1, z2)) + (2 + 2 * negative_cosine(p2, z1))
-        return {"loss": loss, "z_std": F.normalize(z1.float(), dim=1).std(0).mean()}
+        with torch.no_grad():  # measurements (Wang & Isola 2020; RAFT, Shi et al. 2020), no part of the loss
+            y1, y2 = y.detach().chunk(2)
+            measured = {
+                "align": alignment(y1, y2),  # the online projections of the two views
+                "uniform": uniformity(y1),  # … and how they spread over the sphere
+                "align_pred": alignment(p1.detach(), p2.detach()),  # RAFT's alignment term, after the predictor
+                "cross_model": alignment(p1.detach(), z1),  # RAFT's cross-model term: the same view's prediction
+            }  # and target, the distance RAFT maximises ("run away from the teacher")
+        return {"loss": loss, "z_std": F.normalize(z1.float(), dim=1).std(0).mean(), **measured}
 
     def on_step_end(self, step, total_steps):
         # τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2, i.e. a cosine from τ_base to 1 (shared with MoCo v3)
