@@ -370,9 +370,10 @@ class TrainSetup:
 
 
 def labelled_view(cfg: TrainConfig, train_set):
-    """The training set as a method that trains on labels sees it: with ``cfg.label_fraction``, the labels of
-    the labelled subset (:func:`sslbook.data.labelled_subset` of the fraction and the run's seed) and −1 for
-    every other image; without, as it is. Refuses a set with no labelled image at all."""
+    """The training set as a method that trains on labels sees it, and the labelled subset's indices: with
+    ``cfg.label_fraction``, the labels of the subset (:func:`sslbook.data.labelled_subset` of the fraction and the
+    run's seed) and −1 for every other image; without, the set as it is and None. Refuses a set with no labelled
+    image at all."""
     from sslbook.evaluation.common import _dataset_labels
 
     labels = _dataset_labels(train_set)
@@ -381,16 +382,18 @@ def labelled_view(cfg: TrainConfig, train_set):
             f"{cfg.method} trains on labels, and the training split of {cfg.data!r} has none (all images unlabelled)"
         )
     if cfg.label_fraction is None:
-        return train_set
-    return hide_labels(train_set, labelled_subset(labels, cfg.label_fraction, cfg.seed))
+        return train_set, None
+    keep = labelled_subset(labels, cfg.label_fraction, cfg.seed)
+    return hide_labels(train_set, keep), keep
 
 
-def labelled_stream(cfg: TrainConfig, method, train_set, device, rank: int = 0, world: int = 1):
-    """The labelled batch of every step (:class:`sslbook.data.LabelledStream`) for a method that asks for one
-    (``labelled_batch_size`` > 0) in a run with a ``label_fraction``; None otherwise. Each process draws
-    ``labelled_batch_size // world`` images a step from the subset, in an order of its own."""
-    size = int(getattr(method, "labelled_batch_size", 0) or 0)
-    if size <= 0 or not method.uses_labels or cfg.label_fraction is None:
+def labelled_stream(cfg: TrainConfig, method, train_set, keep, device, rank: int = 0, world: int = 1):
+    """The labelled batch of every step (:class:`sslbook.data.LabelledStream` over ``keep``, the labelled subset
+    :func:`labelled_view` chose) for a method that asks for one (``labelled_batch_size`` > 0) in a run with a
+    labelled subset; None otherwise. Each process draws ``labelled_batch_size // world`` images a step from the
+    subset, in an order of its own."""
+    size = int(method.labelled_batch_size)
+    if size <= 0 or keep is None:
         return None
     if cfg.augment_on == "loader":
         raise ValueError(
@@ -399,9 +402,6 @@ def labelled_stream(cfg: TrainConfig, method, train_set, device, rank: int = 0, 
         )
     if method.needs_indices:
         raise ValueError(f"{cfg.method}: a labelled batch of its own cannot be combined with needs_indices")
-    from sslbook.evaluation.common import _dataset_labels
-
-    keep = labelled_subset(_dataset_labels(train_set), cfg.label_fraction, cfg.seed)
     return LabelledStream(train_set, keep, max(1, size // world), seed=cfg.seed, rank=rank, device=device)
 
 
@@ -426,9 +426,10 @@ def setup(cfg: TrainConfig, train_set=None) -> TrainSetup:
         )
     method = build_method(cfg, info)
     labelled = None
-    if method.uses_labels:
-        labelled = labelled_stream(cfg, method, train_set, device, rank, world)
-        train_set = labelled_view(cfg, train_set)
+    if method.uses_labels:  # the labels read and the subset drawn once, for the view and the stream
+        view, keep = labelled_view(cfg, train_set)
+        labelled = labelled_stream(cfg, method, train_set, keep, device, rank, world)
+        train_set = view
     # Memory-bank methods keep one slot per training image: they ask for each image's index in the data set.
     needs_indices = bool(method.needs_indices)
     if needs_indices:

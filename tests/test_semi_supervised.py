@@ -171,25 +171,18 @@ def test_labelled_stream_walks_the_subset_once_per_pass_and_depends_only_on_the_
         LabelledStream(data, torch.zeros(0, dtype=torch.long), 3)
 
 
-class _StreamRecorder(Method):
-    """Records each batch's labels, and asks for a labelled batch of 8 of its own."""
+class _StreamRecorder(_Recorder):
+    """Records each batch's images and labels, and asks for a labelled batch of 8 of its own."""
 
     name = "stream_recorder"
-    uses_labels = True
+    needs_indices = False
     labelled_batch_size = 8
     seen: list = []
-
-    def __init__(self, backbone, info, image_size):
-        super().__init__(backbone, info, image_size)
-        self.head = torch.nn.Linear(backbone.out_dim, 1)
 
     @torch.no_grad()
     def make_views(self, images, labels):
         type(self).seen.append((images.cpu().clone(), labels.cpu().clone()))
         return images
-
-    def forward(self, views, labels):
-        return {"loss": self.head(self.backbone(views)).mean()}
 
 
 @pytest.mark.parametrize("data_on", ["loader", "device"])
