@@ -335,6 +335,27 @@ def test_mixmatch_loss_pieces_and_the_ramp():
     assert m.on_step_end(50, 100)["lambda_u"] == pytest.approx(75.0)
 
 
+def test_mixmatch_ema_averages_the_weights_after_each_step_and_is_what_classify_reads():
+    torch.manual_seed(0)
+    m = get_method("mixmatch")(build_backbone("convnet_small", INFO), INFO, 16, ema_decay=0.75).eval()
+    assert all(not p.requires_grad for p in m.ema.parameters())  # the optimiser never sees the average
+    before = [p.detach().clone() for p in m.ema.parameters()]
+    with torch.no_grad():
+        for p in [*m.backbone.parameters(), *m.classifier.parameters()]:
+            p.add_(torch.randn_like(p))
+    m.on_step_end(0, 10)
+    online = [*m.backbone.parameters(), *m.classifier.parameters()]
+    for avg, old, new in zip(m.ema.parameters(), before, online):
+        torch.testing.assert_close(avg, 0.75 * old + 0.25 * new.detach())
+    x = torch.rand(3, 3, 16, 16)
+    torch.testing.assert_close(m.classify(x), m.ema(x))
+    assert not torch.allclose(m.classify(x), m.logits(x))  # the average, not the online network
+    plain = get_method("mixmatch")(build_backbone("convnet_small", INFO), INFO, 16)
+    assert plain.ema is None and torch.equal(plain.classify(x), plain.logits(x))
+    with pytest.raises(ValueError, match="ema_decay"):
+        get_method("mixmatch")(build_backbone("convnet_small", INFO), INFO, 16, ema_decay=1.0)
+
+
 # ------------------------------------------------------------------------------------------------
 # S4L: cross-entropy on the labelled images + w × the self-supervised loss
 # ------------------------------------------------------------------------------------------------

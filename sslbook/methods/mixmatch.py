@@ -19,9 +19,12 @@ Labels reach the method for the labelled subset only (``label_fraction``; −1 e
 batch of equal size each step: ``labelled_batch=B`` asks the trainer for B images of the labelled subset in front
 of every batch (:attr:`sslbook.methods.base.Method.labelled_batch_size`; with 0 they come at the data's rate, and
 with 1% of the labels the guesses collapse: see the recipe). X is every labelled row of the batch, U every row
-(the labelled ones too, as unlabelled copies). Not reproduced: the exponential moving
-average of the weights that the paper evaluates (the evaluation protocols read ``backbone`` itself), and its
-interleaving of the labelled and unlabelled batches for BatchNorm.
+(the labelled ones too, as unlabelled copies).
+
+``ema_decay=m`` (> 0) keeps the paper's exponential moving average of the weights, θ̄ ← m·θ̄ + (1 − m)·θ after
+every step (BatchNorm statistics copied), and :meth:`classify` (the classifier the paper evaluates) reads θ̄;
+the frozen-feature protocols read ``backbone`` itself. Not reproduced: the paper's interleaving of the labelled
+and unlabelled batches for BatchNorm.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from torch import nn
 from sslbook.augment import horizontal_flip, mixup, mixup_lambda, random_crop
 from sslbook.losses import mixmatch_loss, sharpen
 from sslbook.methods.base import Method, check_labelled_batch
+from sslbook.models.ema import ema_update_, momentum_copy
 
 
 class MixMatch(Method):
@@ -51,19 +55,23 @@ class MixMatch(Method):
         rampup_steps=16000,
         crop_padding=4,
         labelled_batch=0,
+        ema_decay=0.0,
     ):
         super().__init__(backbone, info, image_size)
         self.labelled_batch_size = check_labelled_batch(self.name, labelled_batch)
         if k < 1:
             raise ValueError(f"mixmatch needs k >= 1 augmentations of each unlabelled image, got {k}")
-        if not temperature > 0 or not alpha > 0 or lambda_u < 0 or rampup_steps < 0:
+        if not temperature > 0 or not alpha > 0 or lambda_u < 0 or rampup_steps < 0 or not 0 <= ema_decay < 1:
             raise ValueError(
-                "mixmatch needs temperature > 0, alpha > 0, lambda_u >= 0 and rampup_steps >= 0, got "
-                f"{temperature}, {alpha}, {lambda_u}, {rampup_steps}"
+                "mixmatch needs temperature > 0, alpha > 0, lambda_u >= 0, rampup_steps >= 0 and 0 <= ema_decay < 1, "
+                f"got {temperature}, {alpha}, {lambda_u}, {rampup_steps}, {ema_decay}"
             )
         self.k, self.temperature, self.alpha = int(k), float(temperature), float(alpha)
         self.lambda_u, self.rampup_steps, self.crop_padding = float(lambda_u), int(rampup_steps), crop_padding
         self.classifier = nn.Linear(backbone.out_dim, info.num_classes)
+        self.ema_decay = float(ema_decay)
+        # the averaged network the paper evaluates (a copy of backbone + classifier, no gradients), or None
+        self.ema = momentum_copy(nn.Sequential(backbone, self.classifier)) if self.ema_decay > 0 else None
         # the ramped weight of L_U for the next step: a buffer, so a resumed run continues the ramp
         self.register_buffer("lambda_u_now", torch.tensor(0.0 if self.rampup_steps > 0 else self.lambda_u))
 
@@ -81,7 +89,8 @@ class MixMatch(Method):
         return self.classifier(self.backbone(images))
 
     def classify(self, images):
-        return self.logits(images)
+        """The evaluated classifier's logits: the moving average of the weights if ``ema_decay`` > 0."""
+        return self.ema(images) if self.ema is not None else self.logits(images)
 
     def draw_mix(self, m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """MixUp's random numbers for m items: the weights λ' (m) and the shuffle W of Concat(X̂, Û) (m indices)."""
@@ -110,4 +119,6 @@ class MixMatch(Method):
         done = step + 1  # optimiser steps taken; the next step's weight
         ramp = min(1.0, done / self.rampup_steps) if self.rampup_steps > 0 else 1.0
         self.lambda_u_now.fill_(self.lambda_u * ramp)
+        if self.ema is not None:
+            ema_update_(self.ema, nn.Sequential(self.backbone, self.classifier), self.ema_decay)
         return {"lambda_u": self.lambda_u * ramp}
