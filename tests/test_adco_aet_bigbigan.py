@@ -151,6 +151,14 @@ def test_known_transformations_give_the_parameters_and_the_images_they_should():
     out = warp_affine(x, shift)
     torch.testing.assert_close(out[..., 2:], x[..., :-2], atol=1e-6, rtol=0)
     assert out[..., :2].abs().max() == 0  # zero padding where nothing came from
+    edge = warp_affine(x, shift, padding="border")  # the first column repeated instead: no black frame
+    torch.testing.assert_close(edge[..., 2:], x[..., :-2], atol=1e-6, rtol=0)
+    torch.testing.assert_close(edge[..., :2], x[..., :1].expand(-1, -1, -1, 2), atol=1e-6, rtol=0)
+    white = torch.ones(4, 1, 8, 8)
+    M = sample_affine(4)
+    assert warp_affine(white, M).min() < 0.5  # the black frame shows where the warp left the image...
+    torch.testing.assert_close(warp_affine(white, M, "border"), white)  # ...which edge padding does not
+    torch.testing.assert_close(warp_projective(white, sample_projective(4), "reflection"), white)
     # the homography of four point pairs maps them onto each other
     src = CORNERS.expand(3, 4, 2)
     dst = src + 0.2 * torch.randn(3, 4, 2)
@@ -172,6 +180,12 @@ def test_aet_views_are_the_images_warped_by_the_transformations_their_targets_na
     tx, target = views["projective"]
     H = torch.cat([target, torch.ones(8, 1)], 1).view(-1, 3, 3)
     torch.testing.assert_close(warp_projective(x, H), tx)
+    m = _make("aet", padding="border")  # the method warps with the padding it was given
+    views = m.make_views(torch.rand(8, 3, 32, 32), LABELS)
+    tx, target = views["affine"]
+    torch.testing.assert_close(warp_affine(views["x"], target.view(-1, 2, 3), "border"), tx)
+    with pytest.raises(ValueError, match="padding must be one of zeros, border, reflection"):
+        _make("aet", padding="grey")
 
 
 def test_aet_losses_are_the_hand_computed_mse_and_gaussian_nll():

@@ -75,13 +75,18 @@ def sample_affine(n: int, device=None) -> torch.Tensor:
     return affine_matrix(angle, translate, _uniform(n, 0.7, 1.3, device), _uniform(n, -30.0, 30.0, device))
 
 
-def warp_affine(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """Apply the forward affine maps M (N×2×3) to the images x (N×C×H×W): output(p) = x(A⁻¹(p − b))."""
+PADDINGS = ("zeros", "border", "reflection")
+
+
+def warp_affine(x: torch.Tensor, M: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+    """Apply the forward affine maps M (N×2×3) to the images x (N×C×H×W): output(p) = x(A⁻¹(p − b)).
+    ``padding``: what fills the output where the warp reads outside the image (``grid_sample``'s
+    ``padding_mode``: black, the edge pixels repeated, or the image mirrored)."""
     A, b = M[:, :, :2].float(), M[:, :, 2:].float()
     A_inv = torch.linalg.inv(A)
     theta = torch.cat([A_inv, -A_inv @ b], dim=2)  # output → input, what affine_grid takes
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 def homography_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -113,15 +118,16 @@ def sample_projective(n: int, device=None) -> torch.Tensor:
     return H / H[:, 2:3, 2:3]
 
 
-def warp_projective(x: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
-    """Apply the forward homographies H (N×3×3) to the images x (N×C×H×W): output(p) = x(H⁻¹ p)."""
+def warp_projective(x: torch.Tensor, H: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+    """Apply the forward homographies H (N×3×3) to the images x (N×C×H×W): output(p) = x(H⁻¹ p);
+    ``padding`` as in :func:`warp_affine`."""
     n = x.shape[0]
     identity = torch.eye(2, 3, device=x.device).expand(n, 2, 3)
     grid = F.affine_grid(identity, list(x.shape), align_corners=False).float()  # N×h×w×2, output coordinates
     pts = torch.cat([grid, torch.ones_like(grid[..., :1])], -1)  # homogeneous
     src = pts @ torch.linalg.inv(H.float()).transpose(1, 2).unsqueeze(1)  # N×h×w×3
     src = src[..., :2] / src[..., 2:].clamp_min(1e-6)  # in front of the camera for these ranges
-    return F.grid_sample(x, src.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, src.to(x.dtype), mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 def transformation_params(M: torch.Tensor) -> torch.Tensor:
@@ -142,12 +148,16 @@ class AET(Method):
         variational=False,
         hidden=512,
         crop_padding=4,
+        padding="zeros",
     ):
         super().__init__(backbone, info, image_size)
         self.transforms = (transforms,) if isinstance(transforms, str) else tuple(transforms)
         unknown = [t for t in self.transforms if t not in N_PARAMS]
         if not self.transforms or unknown or len(set(self.transforms)) != len(self.transforms):
             raise ValueError(f"aet: transforms must be distinct names among {sorted(N_PARAMS)}, got {transforms!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"aet: padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        self.padding = padding
         self.variational = bool(variational)
         self.crop_padding = crop_padding
         d = backbone.out_dim
@@ -164,10 +174,10 @@ class AET(Method):
         for t in self.transforms:
             if t == "affine":
                 M = sample_affine(x.shape[0], x.device)
-                views[t] = (warp_affine(x, M), transformation_params(M))
+                views[t] = (warp_affine(x, M, self.padding), transformation_params(M))
             else:
                 H = sample_projective(x.shape[0], x.device)
-                views[t] = (warp_projective(x, H), transformation_params(H))
+                views[t] = (warp_projective(x, H, self.padding), transformation_params(H))
         return views
 
     def decode(self, family: str, f_x: torch.Tensor, f_tx: torch.Tensor):
