@@ -6,7 +6,7 @@
                                    [--data-on auto|device|loader] [--target-knn F] [--bn-refresh]
     python -m sslbook eval CHECKPOINT [--data NAME] [--protocol knn|linear|kmeans|finetune|segmentation|detection|transfer]
                                       [--bn-refresh]
-    python -m sslbook compare METHOD [METHOD ...] [--preset P] [--seeds N] [--json] [--epochs N] [--data NAME]
+    python -m sslbook compare METHOD [METHOD ...] [--preset P] [--seeds N] [--json] [--test welch|paired] [--epochs N] [--data NAME]
                                    [--bootstrap B] [--option KEY=VALUE] [--set KEY=VALUE]
     python -m sslbook bench METHOD [--preset P] [--steps N] [--batch-size B] [--backbone NAME]
                                    [--data NAME|random] [--warmup W] [--compile] [--data-on auto|device|loader]
@@ -22,8 +22,9 @@ is ``--lr`` × B / 256 whatever K is.
 ``bench`` prints a table of the training step's speed (images/s, seconds per 50,000-image epoch, peak GPU
 memory, FLOPs, MFU) with the hardware, and as its last line one JSON object with every figure.
 ``compare`` trains (or loads) every method over N seeds and both random-init controls, and prints a table of
-means ± std over seeds, the gains over the stronger control, Welch's p-values and the test set's bootstrap
-noise; with ``--json`` one JSON object per method instead.
+means ± std over seeds, the gains over the stronger control, one-sided p-values (Welch's test, or with
+``--test paired`` the t-test on the per-seed differences) and the test set's bootstrap noise; with ``--json``
+one JSON object per method instead.
 """
 
 from __future__ import annotations
@@ -151,12 +152,18 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "compare",
-        help="methods over several seeds against their random-init floors: mean ± std, gains, Welch p-values",
+        help="methods over several seeds against their random-init floors: mean ± std, gains, one-sided p-values",
     )
     c.add_argument("methods", nargs="+", metavar="METHOD", help=f"one or more of: {', '.join(list_methods())}")
     c.add_argument("--preset", choices=sorted(PRESETS), help="default $SSLBOOK_PRESET or tiny")
     c.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every run (default 3)")
     c.add_argument("--json", action="store_true", help="one JSON line per method instead of the table")
+    c.add_argument(
+        "--test",
+        choices=("welch", "paired"),
+        default="welch",
+        help="welch (default): the seeds' runs and floors as independent samples; paired: the per-seed differences",
+    )
     c.add_argument("--data")
     c.add_argument("--epochs", type=int, help="the methods' epochs (the random-init controls train none)")
     c.add_argument("--max-steps", type=int, dest="max_steps")
@@ -335,7 +342,7 @@ def _compare(args) -> int:
             overrides[k] = getattr(args, k)
     if args.set:
         overrides["method_kwargs"] = {**overrides.get("method_kwargs", {}), **_parse_set(args.set)}
-    rows = compare(args.methods, args.preset, seeds=args.seeds, progress=args.progress, **overrides)
+    rows = compare(args.methods, args.preset, seeds=args.seeds, progress=args.progress, test=args.test, **overrides)
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -10,8 +10,11 @@ those seeds:
   images (:func:`sslbook.evaluation.refresh_bn_statistics`), which any training gives for free.
 
 On each protocol the **floor** is the stronger of the two (the higher mean over seeds). The gain is the
-method's mean minus the floor's mean, and it is called *beyond noise* when Welch's t-test (one-sided, method
-above floor) rejects at 5% on both kNN and the linear probe. Beside the seed-to-seed standard deviations the
+method's mean minus the floor's mean, and it is called *beyond noise* when a one-sided t-test (method above
+floor) rejects at 5% on both kNN and the linear probe: Welch's test on the two sets of seeds by default, or
+(``test="paired"``) Student's test on the per-seed differences. Pairing is sound here because seed s of the
+method starts from the very weights that seed s of its floor evaluates, so the differences remove what the
+initialisation alone moves, often several points on both protocols. Beside the seed-to-seed standard deviations the
 report gives the test set's own noise (the bootstrap std of each run's top-1, averaged over the seeds), so a
 reader sees which of the two dominates.
 
@@ -77,18 +80,51 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
     return {"t": t, "df": df, "p": float(student_t.sf(t, df))}
 
 
-def gain_beyond_noise(method_scores: Sequence[float], floor_scores: Sequence[float], alpha: float = 0.05) -> dict:
-    """The decision on one protocol: is the method's mean above the floor's by more than the seeds' noise?
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Student's t-test of "``a`` is larger than ``b``" on the paired differences d_i = a_i − b_i (one-sided).
+
+    ``t = mean(d) / (s_d / sqrt(n))`` with ``n − 1`` degrees of freedom; ``p`` is the upper tail of Student's t
+    at ``t``. The samples must be paired item by item (here: the same seed) and hold at least two pairs. When
+    the differences do not vary, ``p`` is 0 if they are positive, else 1 (``t`` is None).
 
     Returns:
-        dict with ``gain`` (method mean − floor mean), ``p`` (Welch's one-sided p-value, None with fewer than
+        dict with ``t``, ``df`` and ``p``.
+    """
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"a paired test needs two samples of the same length, at least 2, got {len(a)} and {len(b)}")
+    d = [x - y for x, y in zip(a, b)]
+    mean, std = mean_std(d)
+    df = len(d) - 1
+    if std == 0:
+        return {"t": None, "df": df, "p": 0.0 if mean > 0 else 1.0}
+    t = mean / (std / math.sqrt(len(d)))
+    from scipy.stats import t as student_t
+
+    return {"t": t, "df": df, "p": float(student_t.sf(t, df))}
+
+
+TESTS = {"welch": welch_t_test, "paired": paired_t_test}
+
+
+def gain_beyond_noise(
+    method_scores: Sequence[float], floor_scores: Sequence[float], alpha: float = 0.05, test: str = "welch"
+) -> dict:
+    """The decision on one protocol: is the method's mean above the floor's by more than the seeds' noise?
+
+    ``test``: ``"welch"`` (:func:`welch_t_test`, the two sets of seeds as independent samples) or ``"paired"``
+    (:func:`paired_t_test` on the per-seed differences; the lists must be in seed order).
+
+    Returns:
+        dict with ``gain`` (method mean − floor mean), ``p`` (the test's one-sided p-value, None with fewer than
         two seeds on a side: the seed-to-seed spread cannot be measured, so no gain can be shown beyond it)
         and ``beyond_noise`` (``p < alpha``).
     """
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {', '.join(TESTS)}, got {test!r}")
     gain = mean_std(method_scores)[0] - mean_std(floor_scores)[0]
     if len(method_scores) < 2 or len(floor_scores) < 2:
         return {"gain": gain, "p": None, "beyond_noise": False}
-    p = welch_t_test(method_scores, floor_scores)["p"]
+    p = TESTS[test](method_scores, floor_scores)["p"]
     return {"gain": gain, "p": p, "beyond_noise": bool(p < alpha)}
 
 
@@ -138,6 +174,7 @@ def compare(
     seeds: int = 3,
     progress: bool = True,
     alpha: float = 0.05,
+    test: str = "welch",
     **overrides,
 ) -> list[dict]:
     """Each method over ``seeds`` seeds against its own random-init floors; one dict per method.
@@ -149,6 +186,7 @@ def compare(
     Args:
         methods: method names (see :func:`sslbook.list_methods`).
         preset: default the book's current preset.
+        test: ``"welch"`` or ``"paired"`` (see :func:`gain_beyond_noise`).
         overrides: training options for every run (``epochs``, ``data``, ``data_kwargs``, ``linear_epochs``,
             ``method_kwargs``…), validated like any run's; the random-init controls ignore ``epochs`` and
             ``max_steps``. The seed, the run folder and the protocols are compare's own.
@@ -158,7 +196,7 @@ def compare(
         ``linear_mean``, ``linear_std``; each control's (``random_…``, ``bn_refreshed_…``); the floor on each
         protocol (``floor_knn``, ``floor_linear``: which control; ``floor``: that name if both agree) with its
         ``floor_knn_mean``, ``floor_knn_std``, ``floor_linear_mean``, ``floor_linear_std``; ``gain_knn``,
-        ``gain_linear``, ``p_knn``, ``p_linear`` (Welch, one-sided; None with one seed); ``beyond_noise_knn``,
+        ``gain_linear``, ``p_knn``, ``p_linear`` (one-sided, of ``test``; None with one seed), ``test``; ``beyond_noise_knn``,
         ``beyond_noise_linear`` and ``beyond_noise`` (both); ``knn_boot_std``, ``linear_boot_std`` (the test
         set's noise on the method's top-1, mean over seeds) and ``knn_noise``, ``linear_noise`` (which is the
         larger: ``"seeds"`` or ``"test set"``; None with one seed); the per-seed scores ``knn``, ``linear``; and
@@ -171,6 +209,8 @@ def compare(
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     if not (isinstance(alpha, float) and 0 < alpha < 1):
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {', '.join(TESTS)}, got {test!r}")
     own = sorted(set(overrides) & set(_OWN_OPTIONS))
     if own:
         raise ConfigError(f"compare chooses {', '.join(own)} for every run itself; leave it out")
@@ -196,14 +236,14 @@ def compare(
                     result = train(m, preset, out=out, resume=True, progress=False, **opts)
                     metrics[kind].append(result.metrics)
                     bar.update(1)
-            rows.append(_summarise(m, preset, seeds, metrics, alpha))
+            rows.append(_summarise(m, preset, seeds, metrics, alpha, test))
     finally:
         bar.close()
     return rows
 
 
-def _summarise(method: str, preset: str, seeds: int, metrics: dict, alpha: float) -> dict:
-    row: dict = {"method": method, "seeds": seeds, "preset": preset, "alpha": alpha}
+def _summarise(method: str, preset: str, seeds: int, metrics: dict, alpha: float, test: str = "welch") -> dict:
+    row: dict = {"method": method, "seeds": seeds, "preset": preset, "alpha": alpha, "test": test}
     scores = {kind: {p: [r[key] for r in runs] for p, key in PROTOCOLS} for kind, runs in metrics.items()}
     for p, _ in PROTOCOLS:
         row[f"{p}_mean"], row[f"{p}_std"] = mean_std(scores["method"][p])
@@ -215,7 +255,7 @@ def _summarise(method: str, preset: str, seeds: int, metrics: dict, alpha: float
         control = max(CONTROLS, key=lambda c: row[f"{c}_{p}_mean"])  # ties: the plain random init, listed first
         row[f"floor_{p}"] = control
         row[f"floor_{p}_mean"], row[f"floor_{p}_std"] = row[f"{control}_{p}_mean"], row[f"{control}_{p}_std"]
-        decision = gain_beyond_noise(scores["method"][p], scores[control][p], alpha)
+        decision = gain_beyond_noise(scores["method"][p], scores[control][p], alpha, test)
         row[f"gain_{p}"], row[f"p_{p}"] = decision["gain"], decision["p"]
         row[f"beyond_noise_{p}"] = decision["beyond_noise"]
         verdicts.append(decision["beyond_noise"])
@@ -295,8 +335,13 @@ def format_table(rows: Sequence[dict]) -> str:
     text.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"{r['method']}: {r['note']}" for r in rows if r.get("note")]
     alpha = rows[0]["alpha"] if rows else 0.05
+    named = {
+        "welch": "Welch's t-test, one-sided",
+        "paired": "t-test on the per-seed differences (each seed's run starts from its floor's weights), one-sided",
+    }
     legend = (
         "± is the std over seeds; the floor is the stronger of random init and random init with BatchNorm "
-        f"statistics refreshed, per protocol; p: Welch's t-test, one-sided; beyond noise: p < {alpha} on both."
+        f"statistics refreshed, per protocol; p: {named[rows[0].get('test', 'welch') if rows else 'welch']}; "
+        f"beyond noise: p < {alpha} on both."
     )
     return "\n".join(text + [""] + notes + [legend])

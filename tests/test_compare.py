@@ -16,7 +16,7 @@ import sslbook
 import sslbook.config
 import sslbook.trainer
 from sslbook.cli import main
-from sslbook.comparison import format_table, gain_beyond_noise, run_names, welch_t_test
+from sslbook.comparison import format_table, gain_beyond_noise, paired_t_test, run_names, welch_t_test
 from sslbook.data.base import DataInfo, TensorImageDataset
 from sslbook.evaluation import bootstrap, evaluate, refresh_bn_statistics
 
@@ -132,6 +132,29 @@ def test_beyond_noise_only_when_the_gain_clears_the_seed_spread():
     assert one_seed["p"] is None and not one_seed["beyond_noise"]
 
 
+def test_paired_t_test_matches_scipy_and_sees_a_consistent_gain_that_welch_calls_noise():
+    from scipy.stats import ttest_rel
+
+    # AET's linear probe over seeds 0-2 against each seed's own random init (the recipe's comment): the floors
+    # move by several points with the initialisation, the per-seed gains much less
+    aet, floor = [0.7545, 0.72, 0.747], [0.687, 0.6465, 0.723]
+    ours, ref = paired_t_test(aet, floor), ttest_rel(aet, floor, alternative="greater")
+    assert ours["t"] == pytest.approx(ref.statistic, rel=1e-9) and ours["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert ours["df"] == 2
+    assert gain_beyond_noise(aet, floor, test="paired")["beyond_noise"]
+    assert not gain_beyond_noise(aet, floor)["beyond_noise"]  # Welch: p ≈ 0.057
+    # differences that change sign from seed to seed are no gain, paired or not
+    mixed = [0.70, 0.64, 0.73]
+    assert not gain_beyond_noise(mixed, floor, test="paired")["beyond_noise"]
+    assert paired_t_test([0.5, 0.6], [0.4, 0.5])["p"] == 0.0 and paired_t_test([0.4, 0.5], [0.4, 0.5])["p"] == 1.0
+    with pytest.raises(ValueError, match="same length"):
+        paired_t_test([0.5, 0.6, 0.7], [0.4, 0.5])
+    with pytest.raises(ValueError, match="test must be one of welch, paired"):
+        gain_beyond_noise(aet, floor, test="wilcoxon")
+    with pytest.raises(ValueError, match="test must be one of"):
+        sslbook.compare(["supervised"], seeds=2, test="wilcoxon")
+
+
 def test_run_names_reuse_the_chapters_folders_for_seed_0_without_run_options():
     assert run_names("simclr", 0) == {
         "method": "simclr",
@@ -189,6 +212,14 @@ def test_compare_reports_every_key_and_reuses_its_runs(tiny, tmp_path):
     again = sslbook.compare(["supervised"], "tiny", seeds=2, progress=False, **tiny)
     assert again == rows and {p: p.stat().st_mtime_ns for p in checkpoints} == stamps
     assert "supervised" in format_table(rows) and "beyond noise" in format_table(rows)
+    assert row["test"] == "welch" and "Welch" in format_table(rows)
+    (paired,) = sslbook.compare(["supervised"], "tiny", seeds=2, progress=False, test="paired", **tiny)  # same runs
+    assert (
+        paired["test"] == "paired" and paired["knn"] == row["knn"] and "per-seed differences" in format_table([paired])
+    )
+    assert paired["p_knn"] is not None and paired["beyond_noise"] == (
+        paired["p_knn"] < 0.05 and paired["p_linear"] < 0.05
+    )
 
 
 def test_compare_with_one_seed_says_the_test_is_impossible(tiny):
