@@ -1,11 +1,12 @@
-"""Command line: ``python -m sslbook {list,train,eval,bench,compare}``.
+"""Command line: ``python -m sslbook {list,train,eval,reference,bench,compare}``.
 
     python -m sslbook list
-    python -m sslbook train METHOD [--data NAME|folder:PATH] [--preset tiny|full|speedrun] [--epochs N]
+    python -m sslbook train METHOD [--data NAME|folder:PATH] [--preset tiny|long|full|speedrun] [--epochs N]
                                    [--batch-size B] [--max-steps N] [--out DIR] [--resume] [--compile]
                                    [--data-on auto|device|loader] [--target-knn F] [--bn-refresh]
     python -m sslbook eval CHECKPOINT [--data NAME] [--protocol knn|linear|kmeans|finetune|segmentation|detection|transfer]
                                       [--bn-refresh]
+    python -m sslbook reference [METHOD ...] [--list]
     python -m sslbook compare METHOD [METHOD ...] [--preset P] [--seeds N] [--json] [--test welch|paired] [--epochs N] [--data NAME]
                                    [--bootstrap B] [--option KEY=VALUE] [--set KEY=VALUE]
     python -m sslbook bench METHOD [--preset P] [--steps N] [--batch-size B] [--backbone NAME]
@@ -187,6 +188,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method argument, as for train")
     c.add_argument("--no-progress", dest="progress", action="store_false", default=True)
 
+    r = sub.add_parser(
+        "reference",
+        help="train the long reference runs (resumable) and store them in reference/long/ for the chapters",
+    )
+    r.add_argument("methods", nargs="*", metavar="METHOD", help="default: every method")
+    r.add_argument("--store", help="where to store them (default $SSLBOOK_REFERENCE or the repository's reference/)")
+    r.add_argument("--list", action="store_true", help="list the stored runs and whether each matches its recipe")
+    r.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+
     e = sub.add_parser("eval", help="evaluate a checkpoint's backbone")
     e.add_argument("checkpoint")
     e.add_argument("--data", help="evaluate on another data set than the one trained on")
@@ -240,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "reference":
+            return _reference(args)
         return _eval(args)
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
@@ -371,6 +383,25 @@ def _bench(args) -> int:
     if dist.is_main():
         print(json.dumps(result))
     dist.cleanup()
+    return 0
+
+
+def _reference(args) -> int:
+    from sslbook import reference
+
+    if args.list:
+        for m in reference.available(args.store):
+            run = reference.load(m, args.store)
+            differs = run.recipe_differences()
+            p = run.provenance
+            state = "matches its recipe" if not differs else f"differs from its recipe in {', '.join(differs)}"
+            print(
+                f"{m}: {run.config.epochs} epochs, {p['train_seconds']:.0f} s on {p['hardware']}, "
+                f"commit {p['git_commit']}, {state}"
+            )
+        return 0
+    command = "python -m sslbook reference" + "".join(f" {m}" for m in args.methods)
+    reference.make(args.methods or None, args.store, progress=args.progress, command=command)
     return 0
 
 

@@ -163,6 +163,12 @@ PRESETS: dict[str, dict] = {
         target_knn=0.90,
     ),
 }
+# ``long``: the tiny preset's data, backbones and recipes, trained LONG_FACTOR× the tiny epochs (a CPU-hours budget).
+# It has no table of its own: :func:`resolve` builds it from the tiny preset and recipe, then applies a
+# method's ``long`` recipe if it has one. ``python -m sslbook reference`` trains every method at it and stores
+# the results the chapters load (sslbook.reference).
+LONG_FACTOR = 10
+PRESETS["long"] = dict(PRESETS["tiny"])
 BOOK_PRESETS = ("tiny", "full")  # what SSLBOOK_PRESET may name: every method has a recipe at both
 SPEEDRUN_TARGET = PRESETS["speedrun"]["target_knn"]
 
@@ -1019,6 +1025,8 @@ RECIPES["mixmatch"] = {
         label_fraction=0.01,
         method_kwargs=dict(k=2, temperature=0.5, alpha=0.75, lambda_u=75.0, rampup_steps=156, labelled_batch=64),
     ),
+    # Long (the tiny recipe ×10 epochs): λ_U ramped up over the whole run, as at tiny.
+    "long": dict(method_kwargs=dict(rampup_steps=1560)),
     # Full: Berthelot et al. 2019, CIFAR-10 with 250 labels (label_fraction 0.005; 4,000 labels: 0.08): Adam lr
     # 0.002 at batch 64 (base_lr 0.008 here), T = 0.5, K = 2, α = 0.75, λ_U = 75 for CIFAR-10 ramped up linearly over
     # the first 16,000 steps; decoupled weight decay (AdamW, wd 0.02: the official code decays the weights by wd x lr a
@@ -1073,14 +1081,36 @@ def get_preset(name: str | None = None) -> dict:
     return dict(PRESETS[name])
 
 
+def _long_recipe(method: str) -> dict:
+    """The ``long`` recipe of ``method``: its tiny recipe with LONG_FACTOR× the epochs (warm-up scaled alike),
+    the learning curve checked about 20 times, then whatever ``RECIPES[method]["long"]`` changes."""
+    values = get_preset("tiny")
+    values.update(RECIPES.get(method, {}).get("tiny", {}))
+    epochs = values["epochs"] * LONG_FACTOR
+    long = {
+        **RECIPES.get(method, {}).get("tiny", {}),
+        "epochs": epochs,
+        "warmup_epochs": values.get("warmup_epochs", 0.0) * LONG_FACTOR,
+        "monitor_every": max(1, round(epochs / 20)),
+    }
+    own = dict(RECIPES.get(method, {}).get("long", {}))
+    if "method_kwargs" in own:
+        own["method_kwargs"] = {**long.get("method_kwargs", {}), **own["method_kwargs"]}
+    long.update(own)
+    return long
+
+
 def resolve(method: str, preset: str | None = None, **overrides) -> TrainConfig:
     """The run's config: preset, then the method's recipe for it, then ``overrides`` (None = keep)."""
     preset = preset or current_preset()
     values = get_preset(preset)
-    if preset not in BOOK_PRESETS and preset not in RECIPES.get(method, {}):
+    if preset not in (*BOOK_PRESETS, "long") and preset not in RECIPES.get(method, {}):
         have = sorted(m for m, r in RECIPES.items() if preset in r)
         raise ValueError(f"{method} has no {preset!r} recipe; the methods that have one: {', '.join(have) or 'none'}")
-    values.update(RECIPES.get(method, {}).get(preset, {}))
+    if preset == "long":
+        values.update(_long_recipe(method))
+    else:
+        values.update(RECIPES.get(method, {}).get(preset, {}))
     method_kwargs = dict(values.pop("method_kwargs", {}))
     method_kwargs.update(overrides.pop("method_kwargs", None) or {})
     data_kwargs = dict(values.pop("data_kwargs", {}))

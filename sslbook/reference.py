@@ -1,0 +1,274 @@
+"""Long reference runs: every method trained at the ``long`` preset, stored compactly, loaded by the chapters.
+
+A chapter at the tiny preset trains each method for a few CPU-minutes. The ``long`` preset
+(:data:`sslbook.config.LONG_FACTOR` × the tiny epochs, the same data, backbone and recipe) shows what the same
+recipe reaches when it trains longer; those runs take CPU-hours, so they are made once::
+
+    python -m sslbook reference [METHOD ...]      # every method when none is named; resumable
+
+which trains each run into ``runs/long/<method>`` (checkpointed every epoch: an interrupted command resumes
+where it stopped), then stores it in ``reference/long/<method>/`` of the repository:
+
+- ``backbone.pt``: the backbone's weights in half precision (loaded with ``weights_only=True``);
+- ``run.json``: the config, the learning curve (the trainer's kNN monitor, on its fixed subsets, every few
+  epochs), the final kNN and linear-probe top-1 *of the stored half-precision weights*, and the provenance:
+  the command, the sslbook version, the git commit, the hardware, the torch version and the training time.
+
+:func:`load` gives the backbone back in float32; a chapter evaluates it itself, so every number it shows
+from a stored run is computed in the notebook from the weights.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sslbook import checkpoint
+from sslbook._version import __version__
+from sslbook.config import TrainConfig, resolve, run_dir
+
+REFERENCE_ENV = "SSLBOOK_REFERENCE"
+PRESET = "long"
+_REPO = Path(__file__).resolve().parents[1]
+# the settings a stored run must share with today's recipe to stand for it (how it is evaluated, where it was
+# written and how it was shown may differ)
+_NOT_RECIPE = {"out", "resume", "overwrite", "progress", "log_every", "checkpoint_every", "num_workers", "data_on"}
+
+
+class ReferenceError(ValueError):
+    """A stored run that is missing, damaged or no longer the method's recipe; the message says what to do."""
+
+
+def root(path: str | os.PathLike | None = None) -> Path:
+    """The folder of stored runs: ``path``, else ``$SSLBOOK_REFERENCE``, else the repository's ``reference/``."""
+    if path is not None:
+        return Path(path)
+    if os.environ.get(REFERENCE_ENV):
+        return Path(os.environ[REFERENCE_ENV])
+    return _REPO / "reference"
+
+
+def folder(method: str, where: str | os.PathLike | None = None) -> Path:
+    return root(where) / PRESET / method
+
+
+def available(where: str | os.PathLike | None = None) -> list[str]:
+    """The methods with a stored long run, sorted."""
+    base = root(where) / PRESET
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "run.json").is_file() and (p / "backbone.pt").is_file())
+
+
+@dataclass
+class StoredRun:
+    """One stored long run. ``backbone`` is float32, in eval mode, on the CPU."""
+
+    method: str
+    config: TrainConfig
+    backbone: torch.nn.Module
+    curve: list[dict]  # the trainer's monitor: {"epoch", "step", "images", "train_seconds", "knn_top1", ...}
+    metrics: dict  # kNN / linear top-1 of the stored (half-precision) weights, measured when it was stored
+    provenance: dict  # command, sslbook_version, git_commit, hardware, torch_version, train_seconds, stored_at
+    folder: Path = field(default_factory=Path)
+
+    def recipe_differences(self) -> dict:
+        """``{setting: [stored, today's recipe]}`` for the settings that define the run; {} when it is current."""
+        return recipe_differences(self.config)
+
+
+def _plain(value):
+    """JSON's view of a value: tuples as lists, so a stored config compares equal to today's."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def recipe_differences(cfg: TrainConfig) -> dict:
+    stored = _plain(cfg.to_dict())
+    today = _plain(resolve(cfg.method, PRESET, seed=cfg.seed).to_dict())
+    return {k: [stored.get(k), today[k]] for k in today if k not in _NOT_RECIPE and stored.get(k) != today[k]}
+
+
+def _half(state: dict) -> dict:
+    return {
+        k: (v.detach().to("cpu").half() if v.is_floating_point() else v.detach().to("cpu")) for k, v in state.items()
+    }
+
+
+def _build_backbone(cfg: TrainConfig, info: dict) -> torch.nn.Module:
+    """The method's backbone (a two-half network for split-brain, say), built as the trainer builds it."""
+    from sslbook.data.base import DataInfo
+    from sslbook.trainer import build_method
+
+    data_info = DataInfo(
+        info["name"], list(info["classes"]), info["image_size"], tuple(info["mean"]), tuple(info["std"])
+    )
+    rng = torch.get_rng_state()  # building seeds torch; a load leaves the caller's random numbers as they were
+    try:
+        return build_method(cfg, data_info).backbone
+    finally:
+        torch.set_rng_state(rng)
+
+
+def load(method: str, where: str | os.PathLike | None = None) -> StoredRun:
+    """The stored long run of ``method`` (``weights_only=True``: loading runs no code)."""
+    f = folder(method, where)
+    if not (f / "run.json").is_file() or not (f / "backbone.pt").is_file():
+        have = available(where)
+        raise ReferenceError(
+            f"no stored long run of {method} in {f}; make it with `python -m sslbook reference {method}`"
+            + (f" (stored: {', '.join(have)})" if have else "")
+        )
+    try:
+        record = json.loads((f / "run.json").read_text())
+        state = torch.load(f / "backbone.pt", map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ReferenceError(f"cannot read the stored run in {f}: {type(e).__name__}: {e}; make it again") from e
+    cfg = TrainConfig.from_dict(record["config"])
+    backbone = _build_backbone(cfg, record["info"])
+    backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return StoredRun(
+        method, cfg, backbone.eval(), list(record["curve"]), dict(record["metrics"]), dict(record["provenance"]), f
+    )
+
+
+def initial_backbone(run: StoredRun) -> torch.nn.Module:
+    """The weights the run started from: its architecture at random initialisation with its seed (the trainer
+    seeds before it builds the backbone), float32, eval mode. Its evaluation is the run's own floor."""
+    record = json.loads((run.folder / "run.json").read_text())
+    return _build_backbone(run.config, record["info"]).eval()
+
+
+def evaluate(run: StoredRun, protocols=("knn", "linear"), progress: bool = False) -> dict:
+    """The stored backbone evaluated as the trainer evaluates (the run's own k, temperature, probe epochs)."""
+    from sslbook.trainer import evaluate_backbone
+
+    return evaluate_backbone(run.backbone, run.config, protocols=protocols, progress=progress)
+
+
+def git_commit() -> str:
+    """``git describe --always --dirty`` of the checkout sslbook runs from, or "unknown"."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def store(result, info: dict, where: str | os.PathLike | None = None, command: str | None = None) -> Path:
+    """Write a finished long run (a :class:`sslbook.trainer.TrainResult`) to ``reference/long/<method>/``.
+
+    The metrics stored are those of the half-precision weights, evaluated here, so that :func:`load` followed
+    by :func:`evaluate` gives them back."""
+    from sslbook.benchmarks import hardware
+
+    cfg = result.config
+    if cfg.preset != PRESET:
+        raise ReferenceError(f"only runs at the {PRESET!r} preset are stored; this one is at {cfg.preset!r}")
+    f = folder(cfg.method, where)
+    f.mkdir(parents=True, exist_ok=True)
+    half = _half(result.backbone.state_dict())
+    backbone = _build_backbone(cfg, info)
+    backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    metrics = evaluate_backbone_of(backbone.eval(), cfg)
+    record = {
+        "method": cfg.method,
+        "config": cfg.to_dict(),
+        "info": info,
+        "curve": result.monitor,
+        "metrics": metrics,
+        "provenance": {
+            "command": command or f"python -m sslbook reference {cfg.method}",
+            "sslbook_version": __version__,
+            "git_commit": git_commit(),
+            "hardware": hardware(),
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "train_seconds": round(float(result.train_seconds), 1),
+            "steps": int(result.steps),
+            "stored_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    buf = tempfile.SpooledTemporaryFile()
+    torch.save(half, buf)
+    buf.seek(0)
+    _write_atomic(f / "backbone.pt", buf.read())
+    _write_atomic(f / "run.json", (json.dumps(record, indent=1, default=_plain) + "\n").encode())
+    return f
+
+
+def evaluate_backbone_of(backbone: torch.nn.Module, cfg: TrainConfig) -> dict:
+    from sslbook.trainer import evaluate_backbone
+
+    return {k: float(v) for k, v in evaluate_backbone(backbone, cfg).items() if isinstance(v, (int, float))}
+
+
+def make(
+    methods=None, where: str | os.PathLike | None = None, progress: bool = True, command: str | None = None
+) -> list[Path]:
+    """Train (or resume, or load when finished) each method's long run and store it; returns the folders.
+
+    A method whose stored run already matches today's recipe is skipped; one stored with another recipe is
+    refused (delete its folder to make it again), so nothing stored is replaced silently."""
+    from sslbook.methods import REGISTRY
+    from sslbook.trainer import train
+
+    methods = list(methods or sorted(REGISTRY))
+    unknown = [m for m in methods if m not in REGISTRY]
+    if unknown:
+        raise ReferenceError(f"unknown method {unknown[0]!r}; choose from {', '.join(sorted(REGISTRY))}")
+    for m in methods:  # refuse before training anything
+        resolve(m, PRESET)
+        if m in available(where):
+            differs = recipe_differences(load(m, where).config)
+            if differs:
+                k, (old, new) = next(iter(differs.items()))
+                raise ReferenceError(
+                    f"the stored long run of {m} in {folder(m, where)} was trained with {k}={old!r}, today's recipe "
+                    f"has {k}={new!r}; delete that folder to make it again"
+                )
+    done = []
+    for i, m in enumerate(methods, 1):
+        if m in available(where):
+            print(f"[{i}/{len(methods)}] {m}: stored in {folder(m, where)}, matches the recipe", file=sys.stderr)
+            done.append(folder(m, where))
+            continue
+        cfg = resolve(m, PRESET)
+        print(f"[{i}/{len(methods)}] {m}: {cfg.epochs} epochs at {PRESET!r} into {run_dir(m, PRESET)}", file=sys.stderr)
+        result = train(m, PRESET, out=run_dir(m, PRESET), resume=True, progress=progress)
+        info = checkpoint.load(result.checkpoint)["info"]
+        done.append(store(result, dict(info), where, command=command or f"python -m sslbook reference {m}"))
+        print(f"[{i}/{len(methods)}] {m}: stored in {done[-1]}", file=sys.stderr)
+    return done
