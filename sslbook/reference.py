@@ -159,18 +159,20 @@ def evaluate(run: StoredRun, protocols=("knn", "linear"), progress: bool = False
 
 
 def git_commit() -> str:
-    """``git describe --always --dirty`` of the checkout sslbook runs from, or "unknown"."""
+    """The checkout's commit (12 hex digits), with ``-dirty`` when the package's code differs from it
+    (uncommitted changes elsewhere, in the chapters say, do not change what trained); "unknown" outside git."""
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
+
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=_REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        head = git("rev-parse", "--short=12", "HEAD")
+        if head.returncode != 0 or not head.stdout.strip():
+            return "unknown"
+        changed = git("status", "--porcelain", "--", "sslbook", "pyproject.toml")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return head.stdout.strip() + ("-dirty" if changed.returncode != 0 or changed.stdout.strip() else "")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
