@@ -51,12 +51,18 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
 
     A run interrupted while writing leaves the previous checkpoint intact, never a half-written one.
     """
+    return write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def write_atomic(path: str | os.PathLike, write) -> Path:
+    """``write(binary file)`` into a temporary file in ``path``'s folder, then rename it over ``path``: a
+    reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -1071,6 +1071,16 @@ def current_preset() -> str:
     return name
 
 
+def plain(value):
+    """A setting as JSON or a checkpoint gives it back: tuples as lists, so a stored config compares equal to
+    today's."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 def run_dir(name: str, preset: str | None = None) -> str:
     """Where the book keeps the run called ``name`` at ``preset``: ``$SSLBOOK_RUNS/<preset>/<name>``
     (default: the repository's ``runs/`` folder, git-ignored).

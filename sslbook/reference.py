@@ -26,7 +26,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +33,8 @@ import torch
 
 from sslbook import checkpoint
 from sslbook._version import __version__
-from sslbook.config import TrainConfig, resolve, run_dir
+from sslbook.config import TrainConfig, plain, resolve, run_dir
+from sslbook.data.base import DataInfo
 
 REFERENCE_ENV = "SSLBOOK_REFERENCE"
 PRESET = "long"
@@ -79,6 +79,7 @@ class StoredRun:
     curve: list[dict]  # the trainer's monitor: {"epoch", "step", "images", "train_seconds", "knn_top1", ...}
     metrics: dict  # kNN / linear top-1 of the stored (half-precision) weights, measured when it was stored
     provenance: dict  # command, sslbook_version, git_commit, hardware, torch_version, train_seconds, stored_at
+    info: DataInfo  # the data set it trained on, as the checkpoint recorded it
     folder: Path = field(default_factory=Path)
 
     def recipe_differences(self) -> dict:
@@ -86,18 +87,9 @@ class StoredRun:
         return recipe_differences(self.config)
 
 
-def _plain(value):
-    """JSON's view of a value: tuples as lists, so a stored config compares equal to today's."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def recipe_differences(cfg: TrainConfig) -> dict:
-    stored = _plain(cfg.to_dict())
-    today = _plain(resolve(cfg.method, PRESET, seed=cfg.seed).to_dict())
+    stored = plain(cfg.to_dict())
+    today = plain(resolve(cfg.method, PRESET, seed=cfg.seed).to_dict())
     return {k: [stored.get(k), today[k]] for k in today if k not in _NOT_RECIPE and stored.get(k) != today[k]}
 
 
@@ -107,17 +99,13 @@ def _half(state: dict) -> dict:
     }
 
 
-def _build_backbone(cfg: TrainConfig, info: dict) -> torch.nn.Module:
+def _build_backbone(cfg: TrainConfig, info: DataInfo) -> torch.nn.Module:
     """The method's backbone (a two-half network for split-brain, say), built as the trainer builds it."""
-    from sslbook.data.base import DataInfo
     from sslbook.trainer import build_method
 
-    data_info = DataInfo(
-        info["name"], list(info["classes"]), info["image_size"], tuple(info["mean"]), tuple(info["std"])
-    )
     rng = torch.get_rng_state()  # building seeds torch; a load leaves the caller's random numbers as they were
     try:
-        return build_method(cfg, data_info).backbone
+        return build_method(cfg, info).backbone
     finally:
         torch.set_rng_state(rng)
 
@@ -136,26 +124,37 @@ def load(method: str, where: str | os.PathLike | None = None) -> StoredRun:
         state = torch.load(f / "backbone.pt", map_location="cpu", weights_only=True)
     except Exception as e:
         raise ReferenceError(f"cannot read the stored run in {f}: {type(e).__name__}: {e}; make it again") from e
-    cfg = TrainConfig.from_dict(record["config"])
-    backbone = _build_backbone(cfg, record["info"])
+    cfg, info = TrainConfig.from_dict(record["config"]), DataInfo.from_dict(record["info"])
+    backbone = _build_backbone(cfg, info)
     backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return StoredRun(
-        method, cfg, backbone.eval(), list(record["curve"]), dict(record["metrics"]), dict(record["provenance"]), f
+        method,
+        cfg,
+        backbone.eval(),
+        list(record["curve"]),
+        dict(record["metrics"]),
+        dict(record["provenance"]),
+        info,
+        f,
     )
 
 
 def initial_backbone(run: StoredRun) -> torch.nn.Module:
     """The weights the run started from: its architecture at random initialisation with its seed (the trainer
     seeds before it builds the backbone), float32, eval mode. Its evaluation is the run's own floor."""
-    record = json.loads((run.folder / "run.json").read_text())
-    return _build_backbone(run.config, record["info"]).eval()
+    return _build_backbone(run.config, run.info).eval()
 
 
 def evaluate(run: StoredRun, protocols=("knn", "linear"), progress: bool = False) -> dict:
     """The stored backbone evaluated as the trainer evaluates (the run's own k, temperature, probe epochs)."""
+    return _evaluate(run.backbone, run.config, protocols, progress)
+
+
+def _evaluate(backbone: torch.nn.Module, cfg: TrainConfig, protocols=("knn", "linear"), progress=False) -> dict:
     from sslbook.trainer import evaluate_backbone
 
-    return evaluate_backbone(run.backbone, run.config, protocols=protocols, progress=progress)
+    out = evaluate_backbone(backbone, cfg, protocols=protocols, progress=progress)
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
 
 
 def git_commit() -> str:
@@ -175,21 +174,7 @@ def git_commit() -> str:
     return head.stdout.strip() + ("-dirty" if changed.returncode != 0 or changed.stdout.strip() else "")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def store(result, info: dict, where: str | os.PathLike | None = None, command: str | None = None) -> Path:
+def store(result, info: DataInfo, where: str | os.PathLike | None = None, command: str | None = None) -> Path:
     """Write a finished long run (a :class:`sslbook.trainer.TrainResult`) to ``reference/long/<method>/``.
 
     The metrics stored are those of the half-precision weights, evaluated here, so that :func:`load` followed
@@ -204,11 +189,11 @@ def store(result, info: dict, where: str | os.PathLike | None = None, command: s
     half = _half(result.backbone.state_dict())
     backbone = _build_backbone(cfg, info)
     backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
-    metrics = evaluate_backbone_of(backbone.eval(), cfg)
+    metrics = _evaluate(backbone.eval(), cfg)
     record = {
         "method": cfg.method,
         "config": cfg.to_dict(),
-        "info": info,
+        "info": info.to_dict(),
         "curve": result.monitor,
         "metrics": metrics,
         "provenance": {
@@ -223,18 +208,10 @@ def store(result, info: dict, where: str | os.PathLike | None = None, command: s
             "stored_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    buf = tempfile.SpooledTemporaryFile()
-    torch.save(half, buf)
-    buf.seek(0)
-    _write_atomic(f / "backbone.pt", buf.read())
-    _write_atomic(f / "run.json", (json.dumps(record, indent=1, default=_plain) + "\n").encode())
+    checkpoint.save_atomic(half, f / "backbone.pt")
+    text = json.dumps(record, indent=1, default=plain) + "\n"
+    checkpoint.write_atomic(f / "run.json", lambda fh: fh.write(text.encode()))
     return f
-
-
-def evaluate_backbone_of(backbone: torch.nn.Module, cfg: TrainConfig) -> dict:
-    from sslbook.trainer import evaluate_backbone
-
-    return {k: float(v) for k, v in evaluate_backbone(backbone, cfg).items() if isinstance(v, (int, float))}
 
 
 def make(
@@ -270,7 +247,7 @@ def make(
         cfg = resolve(m, PRESET)
         print(f"[{i}/{len(methods)}] {m}: {cfg.epochs} epochs at {PRESET!r} into {run_dir(m, PRESET)}", file=sys.stderr)
         result = train(m, PRESET, out=run_dir(m, PRESET), resume=True, progress=progress)
-        info = checkpoint.load(result.checkpoint)["info"]
-        done.append(store(result, dict(info), where, command=command or f"python -m sslbook reference {m}"))
+        info = DataInfo.from_dict(checkpoint.load(result.checkpoint)["info"])
+        done.append(store(result, info, where, command=command or f"python -m sslbook reference {m}"))
         print(f"[{i}/{len(methods)}] {m}: stored in {done[-1]}", file=sys.stderr)
     return done

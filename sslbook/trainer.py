@@ -45,7 +45,7 @@ from sslbook import checkpoint as ckpt_io
 from sslbook import distributed as dist
 from sslbook._version import __version__
 from sslbook.augment import to_float
-from sslbook.config import ConfigError, TrainConfig, resolve, validate
+from sslbook.config import ConfigError, TrainConfig, plain, resolve, validate
 from sslbook.data.base import DataError, DataInfo, TensorImageDataset
 from sslbook.data.device import DeviceBatches
 from sslbook.data.indexed import WithIndex
@@ -746,7 +746,7 @@ def _run(cfg: TrainConfig, callbacks, out: Path | None, signals: _StopSignals) -
             format=ckpt_io.FORMAT,
             version=__version__,
             config=cfg.to_dict(),
-            info=_info_dict(info),
+            info=info.to_dict(),
             method=method_state,
             optimizer=optimizer_state,
             epoch=epoch,
@@ -962,12 +962,6 @@ def _flush(pending, epoch, lr_schedule, extra, log: StepLog) -> list[dict]:
     return rows
 
 
-def _info_dict(info: DataInfo) -> dict:
-    return dict(
-        name=info.name, classes=list(info.classes), image_size=info.image_size, mean=list(info.mean), std=list(info.std)
-    )
-
-
 _EVAL_KEYS = (
     "data",
     "eval_protocols",
@@ -984,7 +978,7 @@ def _same_evaluation(saved: dict, cfg: TrainConfig) -> bool:
     older checkpoint lacks counts at its default, which is what that checkpoint was evaluated with)."""
     defaults = TrainConfig().to_dict()
     now = cfg.to_dict()
-    same = all(_plain(saved.get(k, defaults[k])) == _plain(now.get(k)) for k in _EVAL_KEYS)
+    same = all(plain(saved.get(k, defaults[k])) == plain(now.get(k)) for k in _EVAL_KEYS)
     # the bootstrap only adds error bars to the same scores: metrics stored with at least as many resamples serve a
     # run that asks for fewer (or none), so a chapter and `compare` reading the same run do not evaluate it in turns
     return same and int(saved.get("eval_bootstrap", defaults["eval_bootstrap"])) >= int(now.get("eval_bootstrap") or 0)
@@ -997,7 +991,7 @@ def _check_resumable(saved: dict, cfg: TrainConfig) -> dict:
         saved
     ).to_dict()  # a checkpoint of an older sslbook: its missing keys at their defaults
     now = cfg.to_dict()
-    differs = {k: [before[k], now[k]] for k in now if _plain(before.get(k)) != _plain(now[k])}
+    differs = {k: [before[k], now[k]] for k in now if plain(before.get(k)) != plain(now[k])}
     refused = [k for k in differs if k not in RESUME_MAY_CHANGE]
     if refused:
         k = refused[0]
@@ -1010,21 +1004,11 @@ def _check_resumable(saved: dict, cfg: TrainConfig) -> dict:
     return {k: v for k, v in differs.items() if k not in ("resume", "overwrite", "progress")}
 
 
-def _plain(value):
-    """Tuples and lists compare equal (a checkpoint stores tuples as lists)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def load_trained(path, device="cpu") -> TrainResult:
     """Rebuild a trained method from a checkpoint (``weights_only=True``, so loading runs no code)."""
     state = ckpt_io.load(path)
     cfg = TrainConfig.from_dict(state["config"])
-    i = state["info"]
-    info = DataInfo(i["name"], list(i["classes"]), i["image_size"], tuple(i["mean"]), tuple(i["std"]))
+    info = DataInfo.from_dict(state["info"])
     method = build_method(cfg, info)
     method.load_state_dict(state["method"])
     return TrainResult(

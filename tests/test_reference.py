@@ -10,6 +10,7 @@ import torch
 from sslbook import reference
 from sslbook.cli import main
 from sslbook.config import LONG_FACTOR, RECIPES, resolve
+from sslbook.data.base import DataInfo
 from sslbook.methods import REGISTRY
 from sslbook.trainer import train
 
@@ -76,7 +77,7 @@ def short_long_run(shapes_root, tmp_path, monkeypatch):
         progress=False,
     )
     info = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["info"]
-    return result, dict(info)
+    return result, DataInfo.from_dict(info)
 
 
 def test_a_stored_run_loads_back_in_half_precision_with_its_curve_metrics_and_provenance(short_long_run, tmp_path):
@@ -128,7 +129,7 @@ def test_only_long_runs_are_stored(shapes_root, tmp_path, monkeypatch):
         eval_protocols=(), monitor_knn=0, progress=False,
     )  # fmt: skip
     with pytest.raises(reference.ReferenceError, match="'long'"):
-        reference.store(result, {}, tmp_path / "ref")
+        reference.store(result, None, tmp_path / "ref")
 
 
 def test_make_refuses_to_replace_a_run_stored_with_another_recipe(short_long_run, tmp_path, capsys):

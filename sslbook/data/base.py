@@ -32,6 +32,21 @@ class DataInfo:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def to_dict(self) -> dict:
+        """What a checkpoint stores of it (plain lists, readable with ``weights_only=True`` and as JSON)."""
+        return dict(
+            name=self.name,
+            classes=list(self.classes),
+            image_size=self.image_size,
+            mean=list(self.mean),
+            std=list(self.std),
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataInfo:
+        """The inverse of :meth:`to_dict`."""
+        return cls(d["name"], list(d["classes"]), d["image_size"], tuple(d["mean"]), tuple(d["std"]))
+
 
 class TensorImageDataset(Dataset):
     """A data set held in memory: ``images`` N×3×H×W uint8, ``labels`` N int64 (−1 = unlabelled)."""

@@ -33,12 +33,12 @@ What this buys the book
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from sslbook.checkpoint import save_atomic
 from sslbook.data.base import DataError, DataInfo, SegmentedImageDataset, TensorImageDataset
 
 CLASSES: list[str] = [
@@ -549,13 +549,6 @@ def _cache_dir(root, seed, n_train, n_test, image_size) -> Path:
     return Path(root) / f"shapes-v1-seed{seed}-n{n_train}-{n_test}-s{image_size}"
 
 
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _load_masks(folder: Path, split: str, n: int, seed: int, image_size: int, images: torch.Tensor):
     """The split's masks and boxes, cached beside its images (``<split>-masks.pt``); the images file is never
     rewritten, so data caches and runs made before masks existed stay valid."""
@@ -573,7 +566,7 @@ def _load_masks(folder: Path, split: str, n: int, seed: int, image_size: int, im
     again, _, masks, boxes = generate(n, seed, image_size, masks=True)
     if not torch.equal(again, images):
         raise DataError(f"the cached images in {folder} differ from what this sslbook generates; delete the folder")
-    _save_atomic({"masks": masks, "boxes": boxes}, path)
+    save_atomic({"masks": masks, "boxes": boxes}, path)
     return masks, boxes
 
 
@@ -607,7 +600,7 @@ def load_shapes(
         n, s = (n_train, seed) if split == "train" else (n_test, seed + 7919)
         if masks:  # one pass draws both (the same images as without masks)
             images, labels, *fresh = generate(n, s, image_size, masks=True)
-            _save_atomic({"masks": fresh[0], "boxes": fresh[1]}, folder / f"{split}-masks.pt")
+            save_atomic({"masks": fresh[0], "boxes": fresh[1]}, folder / f"{split}-masks.pt")
         else:
             images, labels = generate(n, s, image_size)
         if split == "train":
@@ -617,7 +610,7 @@ def load_shapes(
             train = load_shapes("train", root, seed, n_train, n_test, image_size)
             mean, std = torch.tensor(train.info.mean), torch.tensor(train.info.std)
         state = {"images": images, "labels": labels, "mean": mean, "std": std}
-        _save_atomic(state, path)
+        save_atomic(state, path)
     info = DataInfo("shapes", list(CLASSES), image_size, tuple(state["mean"].tolist()), tuple(state["std"].tolist()))
     if not masks:
         return TensorImageDataset(state["images"], state["labels"], info)

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sslbook.checkpoint import save_atomic
 from sslbook.data.base import DataError, DataInfo, SegmentedImageDataset, TensorImageDataset
-from sslbook.data.synthetic import _box_of, _downsample_classes, _save_atomic, _u, hsv_to_rgb
+from sslbook.data.synthetic import _box_of, _downsample_classes, _u, hsv_to_rgb
 
 CLASSES: list[str] = ["disc", "square", "triangle", "ring", "cross"]
 MASK_CLASSES: list[str] = ["surface", *CLASSES]
@@ -146,7 +147,7 @@ def load_tabletop(
             train = load_tabletop("train", root, seed, n_train, n_test, image_size)
             mean, std = torch.tensor(train.info.mean), torch.tensor(train.info.std)
         state = {"images": images, "labels": labels, "masks": seg, "boxes": boxes, "mean": mean, "std": std}
-        _save_atomic(state, path)
+        save_atomic(state, path)
     info = DataInfo(
         "tabletop",
         list(CLASSES),
