@@ -471,44 +471,32 @@ def cpc_infonce(
 _LOG_2PI = 1.8378770664093453  # log(2π)
 
 
-class _GradReverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.scale * grad, None
-
-
-def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """The identity in the forward pass; multiplies the gradient by −``scale`` in the backward pass
-    (Ganin & Lempitsky 2015's gradient-reversal layer). A parameter read through it *ascends* the loss
-    when the optimiser descends it: two players of a min-max game share one optimiser and one backward."""
-    return _GradReverse.apply(x, float(scale))
-
-
 def adversarial_contrast(
     q: torch.Tensor,
     k: torch.Tensor,
     negatives: torch.Tensor,
     temperature: float = 0.12,
     negative_temperature: float = 0.02,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """AdCo's two-player contrastive objective (Hu, Wang, Hu & Qi 2021, "AdCo: Adversarial Contrast for
     Efficient Learning of Unsupervised Representations from Self-Trained Negative Adversaries").
 
-    q, k: N×D queries and their positive keys; negatives: M×D learnable negative adversaries (normalised
-    here). The encoder minimises InfoNCE against the negatives at temperature τ; the negatives maximise
-    InfoNCE at their own temperature τ_n (the paper's sharper temperature for the adversaries' update)::
+    q, k: N×D queries and their positive keys; negatives: M×D negative adversaries W (normalised here).
+    The encoder minimises InfoNCE against the negatives at temperature τ; the negatives maximise InfoNCE
+    at their own, sharper temperature τ_n::
 
         min_θ  L(q_θ, k, W; τ)        max_W  L(q, k, W; τ_n),   L = −log e^{q·k/τ} / (e^{q·k/τ} + Σ_m e^{q·w_m/τ})
 
-    Returns ``(loss, adversary)``. ``loss`` has the *value* of the encoder's InfoNCE at τ; its gradient
-    gives q (and k, if it carries one) the gradient of L(·; τ) with the negatives held fixed, and the
-    negatives the *reversed* gradient of L(·; τ_n) with q and k held fixed, so one descent step is the
-    encoder's descent and the adversaries' ascent. ``adversary`` is L(·; τ_n)'s value (no gradient).
+    Returns ``(loss, adversary, ascent)``. ``loss`` is the encoder's InfoNCE at τ with the negatives held
+    fixed (its gradient reaches q, and k if it carries one); ``adversary`` is L(·; τ_n) (no gradient);
+    ``ascent`` (M×D, no gradient) is the gradient of L(·; τ_n) with respect to the negatives, through their
+    normalisation, in closed form: with p_nm the τ_n-softmax weight of negative m for query n (q̂, ŵ unit)::
+
+        ∂L/∂w_m = (1/τ_n) · (1/N) Σ_n p_nm (q̂_n − (q̂_n·ŵ_m) ŵ_m) / ‖w_m‖
+
+    a p-weighted mean of the queries that find w_m most similar, less its component along w_m: the paper's
+    observation that an adversary moves towards the queries it is closest to. The negatives' own optimiser
+    steps *along* it.
     """
     if negatives.dim() != 2 or negatives.shape[1] != q.shape[1]:
         raise ValueError(f"adversarial_contrast: negatives must be M×{q.shape[1]}, got {tuple(negatives.shape)}")
@@ -517,8 +505,18 @@ def adversarial_contrast(
             f"adversarial_contrast needs temperatures > 0, got τ={temperature} and τ_n={negative_temperature}"
         )
     encoder = info_nce(q, k, negatives=negatives.detach(), temperature=temperature)
-    adv = info_nce(q.detach(), k.detach(), negatives=grad_reverse(negatives), temperature=negative_temperature)
-    return encoder + (adv - adv.detach()), adv.detach()
+    with torch.no_grad():
+        qn, kn = F.normalize(q.detach().float(), dim=1), F.normalize(k.detach().float(), dim=1)
+        norms = negatives.detach().float().norm(dim=1, keepdim=True).clamp_min(1e-12)  # M×1
+        w = negatives.detach().float() / norms
+        l_neg = qn @ w.T  # N×M
+        logits = torch.cat([(qn * kn).sum(1, keepdim=True), l_neg], dim=1) / negative_temperature
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        adversary = F.cross_entropy(logits, target)
+        p = logits.softmax(dim=1)[:, 1:]  # N×M: each query's weight on each negative
+        g = p.T @ qn / q.shape[0] - (p * l_neg).mean(0).unsqueeze(1) * w  # M×D, tangent to the sphere at ŵ
+        ascent = g / (negative_temperature * norms)
+    return encoder, adversary, ascent
 
 
 def transformation_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

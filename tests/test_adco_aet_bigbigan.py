@@ -11,7 +11,6 @@ from sslbook.data.base import DataInfo
 from sslbook.losses import (
     adversarial_contrast,
     gaussian_nll,
-    grad_reverse,
     hinge_discriminator,
     hinge_generator,
     info_nce,
@@ -55,29 +54,32 @@ def _loop_info_nce(q, k, neg, tau):
     return total / q.shape[0]
 
 
-def test_adco_loss_is_infonce_against_the_negatives_and_its_gradients_are_the_two_players():
+def test_adco_loss_is_infonce_against_the_negatives_and_the_ascent_is_the_adversaries_gradient():
     torch.manual_seed(0)
     q, k = torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
-    w = torch.randn(7, 8, dtype=torch.float64)
+    w = 1.7 * torch.randn(7, 8, dtype=torch.float64)  # not unit: the closed form goes through the normalisation
     q.requires_grad_(True)
     w.requires_grad_(True)
-    loss, adv = adversarial_contrast(q.float(), k.float(), w.float(), temperature=0.12, negative_temperature=0.02)
+    loss, adv, ascent = adversarial_contrast(
+        q.float(), k.float(), w.float(), temperature=0.12, negative_temperature=0.02
+    )
     ref_enc, ref_adv = _loop_info_nce(q, k, w, 0.12), _loop_info_nce(q, k, w, 0.02)
     assert loss.item() == pytest.approx(ref_enc.item(), rel=1e-5)
     assert adv.item() == pytest.approx(ref_adv.item(), rel=1e-5)
     assert loss.item() == pytest.approx(info_nce(q, k, w, 0.12).item(), rel=1e-5)
-    g_q, g_w = torch.autograd.grad(loss, (q, w))
-    ref_g_q = torch.autograd.grad(ref_enc, q)[0]  # the encoder: descends InfoNCE at τ, negatives fixed
-    ref_g_w = torch.autograd.grad(ref_adv, w)[0]  # the adversaries: the gradient of InfoNCE at τ_n ...
-    torch.testing.assert_close(g_q, ref_g_q, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(g_w, -ref_g_w, rtol=1e-4, atol=1e-6)  # ... reversed: a descent step ascends it
-    x = torch.randn(3, requires_grad=True)
-    (grad_reverse(x, 2.0) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-    assert x.grad.tolist() == [-2.0, -4.0, -6.0]
+    g_q, g_w = torch.autograd.grad(loss, (q, w), allow_unused=True)
+    torch.testing.assert_close(g_q, torch.autograd.grad(ref_enc, q)[0], rtol=1e-4, atol=1e-6)  # the encoder's
+    assert g_w is None  # the encoder's loss holds the negatives fixed
+    assert not ascent.requires_grad
+    # the adversaries' direction: the gradient of InfoNCE at τ_n with respect to them, through the normalisation
+    torch.testing.assert_close(ascent.double(), torch.autograd.grad(ref_adv, w)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="negatives must be M×8"):
+        adversarial_contrast(q, k, torch.randn(7, 4))
 
 
-def test_one_optimiser_step_moves_the_negatives_up_the_loss_and_the_encoder_down():
-    m = _make("adco", num_negatives=32, mlp_hidden=32, dim=16, bn_splits=1, momentum=0.99, negatives_lr_scale=50.0)
+def test_one_step_moves_the_negatives_up_the_loss_by_their_own_sgd_and_the_encoder_down():
+    m = _make("adco", num_negatives=32, mlp_hidden=32, dim=16, bn_splits=1, momentum=0.99, negatives_lr=0.05)
+    assert "negatives" not in dict(m.named_parameters())  # the run's optimiser never sees them
     m.filled.fill_(32)  # skip the initial writing of keys: the game from the first step
     with torch.no_grad():  # negatives near the queries, so both players have a gradient at τ_n = 0.02
         x = torch.rand(8, 3, 32, 32)
@@ -91,19 +93,36 @@ def test_one_optimiser_step_moves_the_negatives_up_the_loss_and_the_encoder_down
     opt = build_optimizer("sgd", m, lr=0.01, weight_decay=0.0, momentum=0.0)
     out = m(views, LABELS)
     assert out["loss"].item() == pytest.approx(info_nce(q0, k, w0, 0.12).item(), rel=1e-4)
+    assert out["adversary_loss"].item() == pytest.approx(info_nce(q0, k, w0, 0.02).item(), rel=1e-4)
     opt.zero_grad()
     out["loss"].backward()
     opt.step()
+    assert torch.equal(m.negatives, w0)  # the encoder's optimiser did not move them
     m.on_step_end(0, 10)
-    w1 = m.negatives.detach()
+    w1 = m.negatives.detach().clone()
     assert torch.allclose(w1.norm(dim=1), torch.ones(32), atol=1e-5)  # renormalised
-    assert not torch.equal(w0, w1)
+    # their step: w + lr·g (the momentum buffer starts at zero), back on the sphere
+    _, _, g = adversarial_contrast(q0, k, w0, 0.12, 0.02)
+    torch.testing.assert_close(w1, F.normalize(w0 + 0.05 * g, dim=1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(m.velocity, g, rtol=1e-4, atol=1e-5)
     # the adversaries ascended their loss on the very same queries and keys ...
     assert info_nce(q0, k, w1, 0.02) > info_nce(q0, k, w0, 0.02)
     # ... while the encoder's step descended the contrastive loss against the negatives it saw
     with torch.no_grad():
         q1 = m.projector(m.backbone(views[0]))
     assert info_nce(q1, k, w0, 0.12) < info_nce(q0, k, w0, 0.12)
+    # a second step keeps the velocity: v ← 0.9 v + g
+    m(views, LABELS)
+    v_before = m.velocity.clone()
+    g2 = m._ascent.clone()
+    m.on_step_end(1, 10)
+    torch.testing.assert_close(m.velocity, 0.9 * v_before + g2)
+    # an evaluation forward pass moves nothing
+    m.eval()
+    w2 = m.negatives.clone()
+    m(views, LABELS)
+    m.on_step_end(2, 10)
+    assert torch.equal(m.negatives, w2)
 
 
 def test_adco_writes_the_first_keys_into_the_negatives_after_the_step():
@@ -124,7 +143,8 @@ def test_adco_writes_the_first_keys_into_the_negatives_after_the_step():
     m(m.make_views(torch.rand(8, 3, 32, 32), LABELS), LABELS)
     before = m.negatives.detach().clone()
     m.on_step_end(2, 10)
-    assert torch.allclose(m.negatives.detach(), before)  # full: only the optimiser moves them now
+    assert not torch.equal(m.negatives.detach(), before)  # full: only their ascent moves them now
+    assert int(m.filled) == 12
 
 
 # ---------------------------------------------------------------- AET

@@ -13,10 +13,16 @@ towards a weighted combination of the queries that find it most similar: they tr
 representation as a whole rather than through a queue. The negatives' update uses its own, sharper
 temperature τ_n and its own learning rate.
 
-Here both players share the trainer's one optimiser and one backward pass: the negatives enter their
-loss through a gradient-reversal function (:func:`sslbook.losses.adversarial_contrast`), so descending
-the sum ascends their objective; they carry their own learning-rate multiple (``negatives_lr_scale``,
-:meth:`Method.set_lr`) and are renormalised to unit length after every step.
+**Two optimisers.** The encoder is trained by the run's optimiser, like every method. The negatives are
+not parameters of it: they are a buffer that the method moves itself after each step, by SGD with
+momentum *up* their loss, as the official code does (``negatives_lr``, ``negatives_momentum``), and are
+renormalised to unit length. The reason is the size of their gradient: an adversary far from every query
+gets almost no softmax weight at τ_n and should barely move, while one that a query finds close should
+move a lot. SGD's step is proportional to the gradient; an adaptive optimiser (Adam) moves every
+adversary at about its full rate whatever its gradient, which makes the game either a chase (a high rate:
+the adversaries sit on the queries and the positives lose) or no game (a low one: the encoder pulls away
+and the adversaries' loss falls to zero). The ascent direction is computed in closed form by
+:func:`sslbook.losses.adversarial_contrast` (the p-weighted mean of the queries closest to each adversary).
 
 **Where the adversaries start.** Random unit vectors would start the game without a move for the
 adversaries: at τ_n = 0.02 a random negative is so much less similar to a query than its positive that
@@ -57,7 +63,8 @@ class AdCo(Method):
         momentum=0.999,
         temperature=0.12,
         negative_temperature=0.02,
-        negatives_lr_scale=100.0,
+        negatives_lr=3.0,
+        negatives_momentum=0.9,
         dim=128,
         mlp_hidden=2048,
         symmetric=False,
@@ -75,8 +82,10 @@ class AdCo(Method):
             raise ValueError(f"{self.name} needs a momentum m in [0, 1], got {momentum}")
         if not (isinstance(num_negatives, int) and num_negatives > 0):
             raise ValueError(f"{self.name} needs a positive integer number of negatives, got {num_negatives!r}")
-        if not negatives_lr_scale > 0:
-            raise ValueError(f"{self.name} needs negatives_lr_scale > 0, got {negatives_lr_scale}")
+        if not negatives_lr > 0:
+            raise ValueError(f"{self.name} needs negatives_lr > 0, got {negatives_lr}")
+        if not 0.0 <= negatives_momentum < 1.0:
+            raise ValueError(f"{self.name} needs negatives_momentum in [0, 1), got {negatives_momentum}")
         self.momentum = float(momentum)
         self.symmetric = bool(symmetric)
         self.bn_splits = int(bn_splits)
@@ -84,9 +93,10 @@ class AdCo(Method):
         self.projector = head([(d, mlp_hidden, False, True), (mlp_hidden, dim, False, False)])
         self.encoder_k = momentum_copy(nn.Sequential(backbone, self.projector))
         self.encoder_k.keep_local_bn = True  # shuffled BN needs per-process statistics (as in MoCo)
-        # the negative adversaries: M unit vectors, trained by gradient ascent at their own learning rate
-        self.negatives = nn.Parameter(F.normalize(torch.randn(num_negatives, dim), dim=1))
-        self.negatives.lr_scale = float(negatives_lr_scale)  # what Method.set_lr sets on a module's parameters
+        self.negatives_lr, self.negatives_momentum = float(negatives_lr), float(negatives_momentum)
+        # the negative adversaries: M unit vectors, moved up their loss by the method's own SGD (on_step_end)
+        self.register_buffer("negatives", F.normalize(torch.randn(num_negatives, dim), dim=1))
+        self.register_buffer("velocity", torch.zeros(num_negatives, dim))  # their SGD momentum
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # rows written with keys so far
         self.recipe = ViewRecipe(
             size=image_size,
@@ -120,21 +130,33 @@ class AdCo(Method):
         x1, x2 = check_pair(self.name, views)
         pairs = [(x1, x2), (x2, x1)] if self.symmetric else [(x1, x2)]
         keys = [self._keys(x_k) for _, x_k in pairs]  # N×C keys, no gradient
-        if self.training and int(self.filled) < self.negatives.shape[0]:
+        playing = int(self.filled) >= self.negatives.shape[0]  # the game starts once every row holds a key
+        if self.training and not playing:
             self._unwritten = keys  # written by on_step_end, after this step's loss (as MoCo enqueues)
-        loss, adv, pos = 0.0, 0.0, 0.0
+        loss, adv, pos, ascent = 0.0, 0.0, 0.0, 0.0
         for (x_q, _), k in zip(pairs, keys):
             q = self.projector(self.backbone(x_q))  # N×C queries
-            term, a = adversarial_contrast(q, k, self.negatives, self.temperature, self.negative_temperature)
-            loss, adv = loss + term / len(pairs), adv + a / len(pairs)
+            term, a, g = adversarial_contrast(q, k, self.negatives, self.temperature, self.negative_temperature)
+            loss, adv, ascent = loss + term / len(pairs), adv + a / len(pairs), ascent + g / len(pairs)
             with torch.no_grad():
                 pos = pos + (F.normalize(q.float(), dim=1) * F.normalize(k.float(), dim=1)).sum(1).mean() / len(pairs)
+        if self.training and playing:
+            self._ascent = ascent  # applied by on_step_end, after the encoder's step (as the official code)
         return {"loss": loss, "adversary_loss": adv, "pos_sim": pos}
+
+    @torch.no_grad()
+    def ascend(self, ascent: torch.Tensor) -> None:
+        """One SGD-with-momentum step of the negatives up their loss (``ascent`` averaged over processes),
+        then back onto the unit sphere."""
+        self.velocity.mul_(self.negatives_momentum).add_(dist.all_reduce_mean(ascent.float()))
+        self.negatives.add_(self.negatives_lr * self.velocity)
+        self.negatives.copy_(F.normalize(self.negatives, dim=1))
 
     def on_step_end(self, step, total_steps):
         ema_update_(self.encoder_k, nn.Sequential(self.backbone, self.projector), self.momentum)
+        ascent = self.__dict__.pop("_ascent", None)
+        if ascent is not None:
+            self.ascend(ascent)
         for k in self.__dict__.pop("_unwritten", []):
             self.fill(k)
-        with torch.no_grad():  # the adversaries stay on the unit sphere
-            self.negatives.copy_(F.normalize(self.negatives, dim=1))
         return {"momentum": self.momentum}
