@@ -292,6 +292,31 @@ def test_one_backward_gives_d_the_d_loss_gradient_and_e_g_the_eg_loss_gradient(s
     assert any(g is not None and g.abs().sum() > 0 for g in ref_eg)
 
 
+def test_bigbigan_latent_regression_trains_the_encoder_to_invert_the_generator_and_nothing_else():
+    kw = dict(z_dim=16, gen_width=16, disc_width=16, disc_hidden=32, enc_hidden=32)
+    plain, lat = _make("bigbigan", **kw), _make("bigbigan", latent_regression=0.5, **kw)
+    lat.load_state_dict(plain.state_dict())
+    plain.eval(), lat.eval()  # BN with running statistics: E(G(z)) does not change the other passes' outputs
+    torch.manual_seed(3)
+    views = plain.make_views(torch.rand(8, 3, 32, 32), LABELS)
+    out_p, out_l = plain(views, LABELS), lat(views, LABELS)
+    with torch.no_grad():
+        ref = (lat.encode(lat.generator(views["z"])) - views["z"]).pow(2).sum(1).mean()
+    assert out_l["latent_mse"].item() == pytest.approx(ref.item(), rel=1e-5)
+    assert out_l["loss"].item() == pytest.approx(out_p["loss"].item() + 0.5 * ref.item(), rel=1e-5)
+    assert "latent_mse" not in out_p
+    plain.zero_grad(), lat.zero_grad()
+    out_p["loss"].backward()
+    out_l["loss"].backward()
+    grads = lambda m, mod: [p.grad for p in getattr(m, mod).parameters()]  # noqa: E731
+    for mod in ("discriminator", "generator"):  # the generator is held fixed in the latent term
+        for a, b in zip(grads(plain, mod), grads(lat, mod)):
+            torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(grads(plain, "backbone"), grads(lat, "backbone")))
+    with pytest.raises(ValueError, match="latent_regression >= 0"):
+        _make("bigbigan", latent_regression=-1.0, **kw)
+
+
 def test_bigbigan_generates_and_reconstructs_images_and_declares_gan_betas():
     m = _make("bigbigan", z_dim=16, gen_width=16, disc_width=16, disc_hidden=32)
     imgs = m.generate(5)

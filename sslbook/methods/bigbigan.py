@@ -30,6 +30,10 @@ Simplifications at this scale, all in the small networks around the backbone: a 
 normalisation, a deterministic encoder (the paper's E outputs a Gaussian and samples from it), one
 discriminator step per encoder/generator step. Images are in [0, 1] (the generator ends in a sigmoid).
 
+``latent_regression`` (0, the paper's game, by default) adds w·‖E(G(z)) − z‖² to the encoder's loss, G held
+fixed: BiGAN's "latent regressor" (Donahue et al. 2017 train it after or jointly with a GAN, as a baseline),
+which asks E to invert G on its own samples; it can teach E only what G's samples show of z.
+
 :meth:`BigBiGAN.generate` draws images G(z); :meth:`BigBiGAN.reconstruct` gives G(E(x)), the
 "reconstructions" the paper shows: they keep what E captured of x (the objects, roughly) and nothing else.
 """
@@ -115,8 +119,12 @@ class BigBiGAN(Method):
         enc_hidden=512,
         disc_lr_scale=1.0,
         spectral_norm=False,
+        latent_regression=0.0,
     ):
         super().__init__(backbone, info, image_size)
+        if not latent_regression >= 0:
+            raise ValueError(f"bigbigan needs latent_regression >= 0, got {latent_regression}")
+        self.latent_regression = float(latent_regression)
         self.z_dim = int(z_dim)
         self.encoder_head = head([(backbone.out_dim, enc_hidden, True, True), (enc_hidden, self.z_dim, False, False)])
         self.generator = Generator(self.z_dim, image_size, gen_width)
@@ -156,6 +164,11 @@ class BigBiGAN(Method):
         # the encoder's and generator's loss: through a frozen D, so only E and G get its gradient
         s_eg = self._frozen_discriminator(torch.cat([x, g_z]), torch.cat([e_x, z]))
         loss_eg = hinge_generator(tuple(t[:n] for t in s_eg), tuple(t[n:] for t in s_eg))
+        out = {}
+        if self.latent_regression > 0:  # E inverts G on its samples: ‖E(G(z)) − z‖², G held fixed
+            latent = (self.encode(g_z.detach()) - z).pow(2).sum(1).mean()
+            loss_eg = loss_eg + self.latent_regression * latent
+            out["latent_mse"] = latent.detach()
         with torch.no_grad():
             real_acc = torch.stack([(t[:n] > 0).float().mean() for t in s]).mean()
             fake_acc = torch.stack([(t[n:] < 0).float().mean() for t in s]).mean()
@@ -165,6 +178,7 @@ class BigBiGAN(Method):
             "loss_eg": loss_eg.detach(),
             "d_real_acc": real_acc,
             "d_fake_acc": fake_acc,
+            **out,
         }
 
     @torch.no_grad()
