@@ -32,3 +32,14 @@ def test_conv_stem_vit_gives_an_8x8_map_and_encodes_a_subset_of_patches():
     assert vit.forward_tokens(x, ids_keep=keep).shape == (3, 17, vit.out_dim)
     attn = vit.get_attention_maps(x)
     assert len(attn) == vit.depth and attn[-1].shape == (3, vit.heads, 65, 65)
+
+
+def test_readout_names_a_vits_token_pooling_and_nothing_for_a_cnn():
+    from sslbook.models import readout
+
+    cnn, vit = build_backbone("convnet", _info()), build_backbone("vit_tiny", _info())
+    assert isinstance(getattr(cnn, "pool", None), torch.nn.Module)  # a module: not a read-out setting
+    assert readout(cnn) is None
+    assert readout(vit) == vit.pool == "cls"
+    vit.pool = "mean"
+    assert readout(vit) == "mean"

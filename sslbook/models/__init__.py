@@ -1,6 +1,6 @@
 """Backbones and heads. ``build_backbone(name, info)`` gives a network from images in [0, 1] to features."""
 
-from sslbook.models.backbones import BACKBONES, build_backbone
+from sslbook.models.backbones import BACKBONES, build_backbone, readout
 from sslbook.models.heads import MLP, head
 
-__all__ = ["BACKBONES", "MLP", "build_backbone", "head"]
+__all__ = ["BACKBONES", "MLP", "build_backbone", "head", "readout"]

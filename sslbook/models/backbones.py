@@ -172,3 +172,12 @@ def build_backbone(name: str, info: DataInfo) -> nn.Module:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     return BACKBONES[name](tuple(info.mean), tuple(info.std))
+
+
+def readout(backbone: nn.Module) -> str | None:
+    """How a backbone pools its features when that is a setting of the instance: a ViT's token pooling
+    (``"cls"`` or ``"mean"``: DINO reads the [CLS] token, MAE the patch tokens' mean), None otherwise (a CNN's
+    ``pool`` is a module, the same in every copy). Two backbones of one class, weights and read-out give the
+    same features."""
+    pool = getattr(backbone, "pool", None)
+    return pool if isinstance(pool, str) else None
