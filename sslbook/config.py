@@ -815,7 +815,8 @@ RECIPES["adco"] = {
     #   at step 14); at ≤ 3× the encoder pulls away and the adversaries' loss is ~0 from the second epoch on (30
     #   epochs of the 3× recipe: 49.1% / 74.3%, its monitor flat from epoch 4): the game was not played.
     # - the adversaries' own SGD (step ∝ gradient), 3 epochs, lr 0.03 / 0.1 / 0.3 / 1 / 3: 44.8% / 67.1%, 45.8% /
-    #   70.1%, 45.8% / 70.7%, 45.8% / 70.9%, 43.6% / 67.5%; the adversaries' loss stays at 6–20 (the game is
+    #   70.1%, 45.8% / 70.7%, 45.8% / 70.9%, 43.6% / 67.5% (these five also moved the rows during the first 8 steps,
+    #   before every row held a key; the method now waits for that); the adversaries' loss stays at 6–20 (the game is
     #   played) and the encoder's falls from ~5.5 to ~2.3; 10 epochs (390 steps, ~45 s of training here), lr 0.3 /
     #   1 / 3: 57.4% / 74.6%, 58.6% / 75.9% (this recipe), 55.9% / 74.2%.
     "tiny": dict(
