@@ -16,6 +16,7 @@ from sslbook.losses import (
     info_nce,
     transformation_mse,
 )
+from sslbook.methods import bigbigan as bigbigan_module
 from sslbook.methods import get_method
 from sslbook.methods.aet import (
     CORNERS,
@@ -315,6 +316,25 @@ def test_bigbigan_latent_regression_trains_the_encoder_to_invert_the_generator_a
     assert any(not torch.allclose(a, b) for a, b in zip(grads(plain, "backbone"), grads(lat, "backbone")))
     with pytest.raises(ValueError, match="latent_regression >= 0"):
         _make("bigbigan", latent_regression=-1.0, **kw)
+
+
+def test_bigbigan_latent_regression_leaves_the_batchnorm_statistics_to_real_images():
+    kw = dict(z_dim=16, gen_width=16, disc_width=16, disc_hidden=32, enc_hidden=32)
+    plain, lat = _make("bigbigan", **kw), _make("bigbigan", latent_regression=1.0, **kw)
+    lat.load_state_dict(plain.state_dict())
+    plain.train(), lat.train()
+    torch.manual_seed(4)
+    views = plain.make_views(torch.rand(8, 3, 32, 32), LABELS)
+    plain(views, LABELS), lat(views, LABELS)
+    state_p, state_l = plain.state_dict(), lat.state_dict()
+    stats = [k for k in state_p if k.startswith(("backbone.", "encoder_head.")) and "running_" in k]
+    assert stats and any(not torch.equal(state_p[k], _make("bigbigan", **kw).state_dict()[k]) for k in stats)
+    for k in stats + [k for k in state_p if k.endswith("num_batches_tracked")]:
+        torch.testing.assert_close(state_l[k], state_p[k], rtol=0, atol=0)  # E(G(z)) entered none of them
+    bn = torch.nn.BatchNorm1d(3)
+    with bigbigan_module.bn_statistics_held(bn):
+        bn(torch.randn(5, 3) + 7)
+    assert torch.equal(bn.running_mean, torch.zeros(3)) and bn.num_batches_tracked.item() == 0 and bn.momentum == 0.1
 
 
 def test_bigbigan_generates_and_reconstructs_images_and_declares_gan_betas():

@@ -32,7 +32,9 @@ discriminator step per encoder/generator step. Images are in [0, 1] (the generat
 
 ``latent_regression`` (0, the paper's game, by default) adds w·‖E(G(z)) − z‖² to the encoder's loss, G held
 fixed: BiGAN's "latent regressor" (Donahue et al. 2017 train it after or jointly with a GAN, as a baseline),
-which asks E to invert G on its own samples; it can teach E only what G's samples show of z.
+which asks E to invert G on its own samples; it can teach E only what G's samples show of z. E reads the fakes
+with its BatchNorm running statistics held (:func:`bn_statistics_held`): they stay those of real images, which
+the evaluation normalises with.
 
 :meth:`BigBiGAN.generate` draws images G(z); :meth:`BigBiGAN.reconstruct` gives G(E(x)), the
 "reconstructions" the paper shows: they keep what E captured of x (the objects, roughly) and nothing else.
@@ -40,6 +42,7 @@ which asks E to invert G on its own samples; it can teach E only what G's sample
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -50,6 +53,22 @@ from sslbook.augment import horizontal_flip
 from sslbook.losses import hinge_discriminator, hinge_generator
 from sslbook.methods.base import Method
 from sslbook.models.heads import head
+
+
+@contextlib.contextmanager
+def bn_statistics_held(module: nn.Module):
+    """Within the block, ``module``'s BatchNorm layers normalise with the batch as usual but leave their running
+    statistics as they are (momentum 0), so images of another distribution (a generator's) do not enter them."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(layers, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 class Generator(nn.Module):
@@ -166,7 +185,9 @@ class BigBiGAN(Method):
         loss_eg = hinge_generator(tuple(t[:n] for t in s_eg), tuple(t[n:] for t in s_eg))
         out = {}
         if self.latent_regression > 0:  # E inverts G on its samples: ‖E(G(z)) − z‖², G held fixed
-            latent = (self.encode(g_z.detach()) - z).pow(2).sum(1).mean()
+            with bn_statistics_held(self.backbone), bn_statistics_held(self.encoder_head):
+                e_g = self.encode(g_z.detach())
+            latent = (e_g - z).pow(2).sum(1).mean()
             loss_eg = loss_eg + self.latent_regression * latent
             out["latent_mse"] = latent.detach()
         with torch.no_grad():
