@@ -23,6 +23,9 @@ protocol                    what it measures
 :func:`attention_mask_iou`  attention maps (e.g. a ViT's [CLS] attention over its patches),
                             thresholded to keep 60% of their mass as DINO does, against the
                             objects' pixels: the Jaccard index per head.
+:func:`attention_on_objects` the share of each attention map's mass that falls on the objects'
+                            pixels, against the objects' share of the image (what a uniform map
+                            puts there): a measure with no threshold.
 ==========================  ===================================================================
 
 The spatial map is :func:`spatial_features`: the backbone's ``feature_maps(x)`` (every backbone of
@@ -46,6 +49,7 @@ from sslbook.evaluation import extract_features, knn_accuracy, linear_probe, to_
 
 __all__ = [
     "attention_mask_iou",
+    "attention_on_objects",
     "box_iou",
     "confusion_matrix",
     "dense_probe",
@@ -631,4 +635,33 @@ def attention_mask_iou(attention: torch.Tensor, object_masks: torch.Tensor, mass
         best=float(per_head[best_head]),
         best_head=best_head,
         per_image=per_image,
+    )
+
+
+def attention_on_objects(attention: torch.Tensor, object_masks: torch.Tensor) -> dict:
+    """The share of each attention map's mass on the objects' pixels, each cell's weight spread evenly over its
+    pixels. attention: N×heads×h×w non-negative; object_masks: N×H×W bool, H and W multiples of h and w.
+
+    Returns ``per_head`` (the mean share of each head over the images), ``mean`` (over heads and images),
+    ``per_image`` (N×heads) and ``object_share``: the mean fraction of the image the objects cover, which is the
+    share a uniform map gives them (a map that ignores where the objects are scores it too, on average)."""
+    if attention.dim() != 4:
+        raise ValueError(f"attention must be N×heads×h×w, got shape {tuple(attention.shape)}")
+    if object_masks.dim() != 3 or object_masks.shape[0] != attention.shape[0]:
+        raise ValueError(f"object_masks must be N×H×W for the same N, got {tuple(object_masks.shape)}")
+    (h, w), (H, W) = attention.shape[-2:], object_masks.shape[-2:]
+    if H % h or W % w:
+        raise ValueError(f"the mask's {H}×{W} pixels are not a multiple of the {h}×{w} attention grid")
+    if (attention < 0).any():
+        raise ValueError("attention_on_objects needs non-negative maps (e.g. attention weights)")
+    a = attention.float()
+    a = a / a.flatten(2).sum(-1).clamp_min(1e-12)[..., None, None]
+    covered = F.avg_pool2d(object_masks.float()[:, None], (H // h, W // w))  # N×1×h×w: each cell's object fraction
+    per_image = (a * covered).flatten(2).sum(-1)
+    per_head = per_image.mean(0)
+    return dict(
+        per_head=per_head,
+        mean=float(per_head.mean()),
+        per_image=per_image,
+        object_share=float(object_masks.float().mean()),
     )

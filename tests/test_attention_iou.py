@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sslbook.dense import attention_mask_iou, threshold_mass
+from sslbook.dense import attention_mask_iou, attention_on_objects, threshold_mass
 
 
 def test_threshold_keeps_the_fewest_locations_that_hold_the_mass():
@@ -65,3 +65,28 @@ def test_attention_iou_refuses_mismatched_shapes():
         attention_mask_iou(torch.ones(2, 4, 4), torch.ones(2, 8, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match="multiple"):
         attention_mask_iou(torch.ones(2, 1, 3, 3), torch.ones(2, 8, 8, dtype=torch.bool))
+
+
+def test_attention_on_objects_is_the_share_of_each_map_on_the_object_pixels():
+    g = torch.Generator().manual_seed(1)
+    att = torch.rand(3, 2, 4, 4, generator=g)
+    masks = torch.rand(3, 8, 8, generator=g) > 0.7
+    out = attention_on_objects(att, masks)
+    for n in range(3):  # a loop over the pixels: each cell's weight shared evenly by its 2×2 pixels
+        for k in range(2):
+            a = att[n, k] / att[n, k].sum()
+            share = sum(float(a[i // 2, j // 2]) / 4 for i in range(8) for j in range(8) if masks[n, i, j])
+            assert out["per_image"][n, k].item() == pytest.approx(share, rel=1e-5)
+    assert out["mean"] == pytest.approx(out["per_image"].mean().item(), rel=1e-6)
+    assert out["object_share"] == pytest.approx(masks.float().mean().item())
+    # a uniform map puts exactly the object's share of the image on it; a map on the object alone puts all of it
+    assert attention_on_objects(torch.ones(3, 2, 4, 4), masks)["mean"] == pytest.approx(out["object_share"], rel=1e-5)
+    block = torch.zeros(1, 8, 8, dtype=torch.bool)
+    block[0, 2:4, 4:8] = True
+    on = torch.zeros(1, 1, 4, 4)
+    on[0, 0, 1, 2:4] = 1.0
+    assert attention_on_objects(on, block)["mean"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="multiple"):
+        attention_on_objects(torch.ones(1, 1, 3, 3), block)
+    with pytest.raises(ValueError, match="non-negative"):
+        attention_on_objects(-on, block)

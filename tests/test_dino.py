@@ -215,6 +215,14 @@ def test_attention_maps():
     assert torch.all(a.sum(dim=(-1, -2)) <= 1.0 + 1e-5)  # a softmax row, [CLS]→[CLS] left out
     keep = threshold_mass(torch.tensor([[[0.5, 0.3], [0.15, 0.05]]]), mass=0.6)
     assert keep.tolist() == [[[True, True], [False, False]]]
+    x = images(2)
+    every = m.backbone.get_attention_maps(x)
+    for layer in range(len(every)):  # any block's [CLS] row, the last by default
+        torch.testing.assert_close(cls_attention_maps(m.backbone, x, layer), every[layer][:, :, 0, 1:].reshape(a.shape))
+    torch.testing.assert_close(cls_attention_maps(m.backbone, x, -1), a)
+    assert not torch.allclose(cls_attention_maps(m.backbone, x, 0), a)
+    with pytest.raises(ValueError, match="blocks"):
+        cls_attention_maps(m.backbone, x, len(every))
 
 
 def test_bad_inputs():

@@ -134,16 +134,18 @@ def random_patch_mask(
     return order < count[:, None]
 
 
-def cls_attention_maps(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The last layer's attention of the [CLS] token to every patch, per head: N×heads×h×w.
+def cls_attention_maps(backbone: nn.Module, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
+    """A layer's attention of the [CLS] token to every patch, per head: N×heads×h×w.
 
-    These are the maps of DINO's Fig. 1 (the [CLS] query of the last block, one map per head).
-    x: N×3×H×W in [0, 1]; the backbone must be a ViT (``get_attention_maps``)."""
+    With ``layer=-1`` (the last block) these are the maps of DINO's Fig. 1 (the [CLS] query of the last block,
+    one map per head). x: N×3×H×W in [0, 1]; the backbone must be a ViT (``get_attention_maps``)."""
     if not hasattr(backbone, "get_attention_maps"):
         raise ValueError("cls_attention_maps needs a ViT backbone (get_attention_maps)")
     h, w = backbone.grid(x)
-    last = backbone.get_attention_maps(x)[-1]  # N×heads×T×T
-    return last[:, :, 0, 1:].reshape(x.shape[0], -1, h, w)  # [CLS] row, patch columns
+    maps = backbone.get_attention_maps(x)  # one N×heads×T×T per block
+    if not -len(maps) <= layer < len(maps):
+        raise ValueError(f"layer {layer} is not one of the backbone's {len(maps)} blocks")
+    return maps[layer][:, :, 0, 1:].reshape(x.shape[0], -1, h, w)  # [CLS] row, patch columns
 
 
 def _centering_mode(centering) -> str:
