@@ -187,7 +187,7 @@ class GlobalBatchNorm(_AnyDimBatchNorm):
         factor = self._update_factor()
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()
+        xf = x if x.dtype == torch.float64 else x.float()  # statistics in float32 at least, float64 kept
         local = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64, device=x.device)
         dist.all_reduce(local)
         n = float(local)

@@ -62,9 +62,14 @@ def config(case: str):
 
 
 def build(case: str):
-    """The method exactly as the trainer builds it (seeded: the same weights on every process)."""
+    """The method exactly as the trainer builds it (seeded: the same weights on every process), in float64.
+
+    In float32 the two computations (two halves with global statistics, one whole batch) round differently by
+    ~1e-7, and a ReLU whose input is that close to 0 opens in one and stays shut in the other: its whole gradient
+    then differs, 1e-3 to 1e-2 of the weights' step, depending on which kernels the CPU and the memory layout pick
+    (measured: BYOL's step on one machine). In float64 no pre-activation of this batch lies within rounding of 0."""
     cfg = config(case)
-    return cfg, build_method(cfg, INFO)
+    return cfg, build_method(cfg, INFO).double()
 
 
 def batch(method):
@@ -73,7 +78,7 @@ def batch(method):
     images = torch.rand(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
     labels = torch.randint(0, 2, (BATCH,), generator=g)
     torch.manual_seed(4321)
-    return method.make_views(images, labels), labels
+    return [v.double() for v in method.make_views(images, labels)], labels
 
 
 def share(views, labels, rank: int, world: int = WORLD):
