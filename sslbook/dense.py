@@ -604,6 +604,19 @@ def threshold_mass(maps: torch.Tensor, mass: float = 0.6) -> torch.Tensor:
     return keep.view(maps.shape)
 
 
+def _attention_grid(attention: torch.Tensor, object_masks: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The attention maps' grid (h, w) and the masks' pixels (H, W), after checking that N×heads×h×w maps and
+    N×H×W masks fit: the same N, and H, W multiples of h, w."""
+    if attention.dim() != 4:
+        raise ValueError(f"attention must be N×heads×h×w, got shape {tuple(attention.shape)}")
+    if object_masks.dim() != 3 or object_masks.shape[0] != attention.shape[0]:
+        raise ValueError(f"object_masks must be N×H×W for the same N, got {tuple(object_masks.shape)}")
+    (h, w), (H, W) = attention.shape[-2:], object_masks.shape[-2:]
+    if H % h or W % w:
+        raise ValueError(f"the mask's {H}×{W} pixels are not a multiple of the {h}×{w} attention grid")
+    return (h, w), (H, W)
+
+
 def attention_mask_iou(attention: torch.Tensor, object_masks: torch.Tensor, mass: float = 0.6) -> dict:
     """How well thresholded attention maps cover the objects: the Jaccard index (IoU) between each head's
     map, thresholded to keep ``mass`` of its total (:func:`threshold_mass`) and enlarged to the pixels, and
@@ -614,13 +627,7 @@ def attention_mask_iou(attention: torch.Tensor, object_masks: torch.Tensor, mass
     Returns ``per_head`` (the mean IoU of each head over the images), ``mean`` (over heads and images),
     ``best`` (the head with the highest mean IoU, as a table of the best head reads it), ``best_head`` and
     ``per_image`` (N×heads IoUs). An image whose mask and thresholded map are both empty counts as 1."""
-    if attention.dim() != 4:
-        raise ValueError(f"attention must be N×heads×h×w, got shape {tuple(attention.shape)}")
-    if object_masks.dim() != 3 or object_masks.shape[0] != attention.shape[0]:
-        raise ValueError(f"object_masks must be N×H×W for the same N, got {tuple(object_masks.shape)}")
-    (h, w), (H, W) = attention.shape[-2:], object_masks.shape[-2:]
-    if H % h or W % w:
-        raise ValueError(f"the mask's {H}×{W} pixels are not a multiple of the {h}×{w} attention grid")
+    (h, w), (H, W) = _attention_grid(attention, object_masks)
     keep = threshold_mass(attention, mass)
     keep = keep.repeat_interleave(H // h, dim=-2).repeat_interleave(W // w, dim=-1)  # N×heads×H×W
     truth = object_masks.bool()[:, None]
@@ -645,13 +652,7 @@ def attention_on_objects(attention: torch.Tensor, object_masks: torch.Tensor) ->
     Returns ``per_head`` (the mean share of each head over the images), ``mean`` (over heads and images),
     ``per_image`` (N×heads) and ``object_share``: the mean fraction of the image the objects cover, which is the
     share a uniform map gives them (a map that ignores where the objects are scores it too, on average)."""
-    if attention.dim() != 4:
-        raise ValueError(f"attention must be N×heads×h×w, got shape {tuple(attention.shape)}")
-    if object_masks.dim() != 3 or object_masks.shape[0] != attention.shape[0]:
-        raise ValueError(f"object_masks must be N×H×W for the same N, got {tuple(object_masks.shape)}")
-    (h, w), (H, W) = attention.shape[-2:], object_masks.shape[-2:]
-    if H % h or W % w:
-        raise ValueError(f"the mask's {H}×{W} pixels are not a multiple of the {h}×{w} attention grid")
+    (h, w), (H, W) = _attention_grid(attention, object_masks)
     if (attention < 0).any():
         raise ValueError("attention_on_objects needs non-negative maps (e.g. attention weights)")
     a = attention.float()
