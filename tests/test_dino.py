@@ -14,6 +14,7 @@ from sslbook.methods.dino import (
     DINO,
     DINOHead,
     cls_attention_maps,
+    cls_attention_maps_per_block,
     random_patch_mask,
     teacher_temperature,
 )
@@ -221,6 +222,10 @@ def test_attention_maps():
         torch.testing.assert_close(cls_attention_maps(m.backbone, x, layer), every[layer][:, :, 0, 1:].reshape(a.shape))
     torch.testing.assert_close(cls_attention_maps(m.backbone, x, -1), a)
     assert not torch.allclose(cls_attention_maps(m.backbone, x, 0), a)
+    per_block = cls_attention_maps_per_block(m.backbone, x)  # every block from one forward pass
+    assert len(per_block) == len(every)
+    for layer, maps in enumerate(per_block):
+        torch.testing.assert_close(maps, cls_attention_maps(m.backbone, x, layer))
     with pytest.raises(ValueError, match="blocks"):
         cls_attention_maps(m.backbone, x, len(every))
 

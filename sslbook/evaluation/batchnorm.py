@@ -18,11 +18,7 @@ from torch.utils.data import Dataset
 from sslbook.augment import to_float
 from sslbook.cost import module_device
 from sslbook.evaluation.common import _iterate
-
-
-def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of ``module`` (1-D, 2-D, 3-D and synchronised) that keep running statistics."""
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+from sslbook.models.normalize import batchnorm_layers
 
 
 @torch.no_grad()

@@ -53,13 +53,14 @@ from sslbook.augment import horizontal_flip
 from sslbook.losses import hinge_discriminator, hinge_generator
 from sslbook.methods.base import Method
 from sslbook.models.heads import head
+from sslbook.models.normalize import batchnorm_layers
 
 
 @contextlib.contextmanager
 def bn_statistics_held(module: nn.Module):
     """Within the block, ``module``'s BatchNorm layers normalise with the batch as usual but leave their running
     statistics as they are (momentum 0), so images of another distribution (a generator's) do not enter them."""
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    layers = batchnorm_layers(module)
     saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
     for m in layers:
         m.momentum = 0.0

@@ -139,13 +139,18 @@ def cls_attention_maps(backbone: nn.Module, x: torch.Tensor, layer: int = -1) ->
 
     With ``layer=-1`` (the last block) these are the maps of DINO's Fig. 1 (the [CLS] query of the last block,
     one map per head). x: N×3×H×W in [0, 1]; the backbone must be a ViT (``get_attention_maps``)."""
+    maps = cls_attention_maps_per_block(backbone, x)
+    if not -len(maps) <= layer < len(maps):
+        raise ValueError(f"layer {layer} is not one of the backbone's {len(maps)} blocks")
+    return maps[layer]
+
+
+def cls_attention_maps_per_block(backbone: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`cls_attention_maps` of every block, from one forward pass: a list of ``depth`` N×heads×h×w."""
     if not hasattr(backbone, "get_attention_maps"):
         raise ValueError("cls_attention_maps needs a ViT backbone (get_attention_maps)")
     h, w = backbone.grid(x)
-    maps = backbone.get_attention_maps(x)  # one N×heads×T×T per block
-    if not -len(maps) <= layer < len(maps):
-        raise ValueError(f"layer {layer} is not one of the backbone's {len(maps)} blocks")
-    return maps[layer][:, :, 0, 1:].reshape(x.shape[0], -1, h, w)  # [CLS] row, patch columns
+    return [m[:, :, 0, 1:].reshape(x.shape[0], -1, h, w) for m in backbone.get_attention_maps(x)]  # [CLS] row
 
 
 def _centering_mode(centering) -> str:

@@ -2,5 +2,6 @@
 
 from sslbook.models.backbones import BACKBONES, build_backbone, readout
 from sslbook.models.heads import MLP, head
+from sslbook.models.normalize import batchnorm_layers
 
-__all__ = ["BACKBONES", "MLP", "build_backbone", "head", "readout"]
+__all__ = ["BACKBONES", "MLP", "batchnorm_layers", "build_backbone", "head", "readout"]
