@@ -666,3 +666,36 @@ def attention_on_objects(attention: torch.Tensor, object_masks: torch.Tensor) ->
         per_image=per_image,
         object_share=float(object_masks.float().mean()),
     )
+
+
+def inside_outside_objects(values: torch.Tensor, object_masks: torch.Tensor, where: torch.Tensor | None = None) -> dict:
+    """The mean of a per-pixel map (e.g. a reconstruction's squared error) on the objects' pixels and on the rest.
+
+    values: N×H×W; object_masks: N×H×W bool; where: optional N×H×W bool, the pixels that count (e.g. the patches a
+    masked autoencoder had to fill in; default every pixel).
+
+    Returns ``inside`` and ``outside`` (the means over every counted pixel of all images), ``inside_per_image`` and
+    ``outside_per_image`` (N, NaN for an image with no counted pixel there) and the counted pixels of each kind
+    (``n_inside``, ``n_outside``)."""
+    if values.dim() != 3 or values.shape != object_masks.shape:
+        raise ValueError(
+            f"values and object_masks must both be N×H×W of one shape, got {tuple(values.shape)} and "
+            f"{tuple(object_masks.shape)}"
+        )
+    if object_masks.dtype != torch.bool:
+        raise ValueError(f"object_masks must be bool, got {object_masks.dtype}")
+    if where is None:
+        where = torch.ones_like(object_masks)
+    elif where.shape != values.shape or where.dtype != torch.bool:
+        raise ValueError(f"where must be a bool N×H×W like values, got {where.dtype} {tuple(where.shape)}")
+    v = values.float()
+    out = {}
+    for name, part in (("inside", where & object_masks), ("outside", where & ~object_masks)):
+        count = part.flatten(1).sum(1)
+        total = (v * part).flatten(1).sum(1)
+        out[name] = float(total.sum() / count.sum().clamp_min(1)) if count.sum() > 0 else float("nan")
+        out[f"{name}_per_image"] = torch.where(
+            count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan"))
+        )
+        out[f"n_{name}"] = int(count.sum())
+    return out

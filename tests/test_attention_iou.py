@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sslbook.dense import attention_mask_iou, attention_on_objects, threshold_mass
+from sslbook.dense import attention_mask_iou, attention_on_objects, inside_outside_objects, threshold_mass
 
 
 def test_threshold_keeps_the_fewest_locations_that_hold_the_mass():
@@ -90,3 +90,28 @@ def test_attention_on_objects_is_the_share_of_each_map_on_the_object_pixels():
         attention_on_objects(torch.ones(1, 1, 3, 3), block)
     with pytest.raises(ValueError, match="non-negative"):
         attention_on_objects(-on, block)
+
+
+def test_inside_outside_objects_averages_the_counted_pixels_of_each_kind():
+    g = torch.Generator().manual_seed(2)
+    values = torch.rand(3, 6, 6, generator=g)
+    objects = torch.rand(3, 6, 6, generator=g) > 0.6
+    where = torch.rand(3, 6, 6, generator=g) > 0.3
+    out = inside_outside_objects(values, objects, where)
+    for name, part in (("inside", where & objects), ("outside", where & ~objects)):
+        picked = [float(values[n, i, j]) for n in range(3) for i in range(6) for j in range(6) if part[n, i, j]]
+        assert out[name] == pytest.approx(sum(picked) / len(picked), rel=1e-5) and out[f"n_{name}"] == len(picked)
+        for n in range(3):
+            mine = [float(values[n, i, j]) for i in range(6) for j in range(6) if part[n, i, j]]
+            assert out[f"{name}_per_image"][n].item() == pytest.approx(sum(mine) / len(mine), rel=1e-5)
+    # every pixel counts by default; an image without object pixels has no inside mean
+    none = torch.zeros(1, 6, 6, dtype=torch.bool)
+    alone = inside_outside_objects(values[:1], none)
+    assert torch.isnan(alone["inside_per_image"]).all() and alone["n_inside"] == 0
+    assert alone["outside"] == pytest.approx(values[0].mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        inside_outside_objects(values, objects[:, :4])
+    with pytest.raises(ValueError, match="bool"):
+        inside_outside_objects(values, objects.float())
+    with pytest.raises(ValueError, match="where"):
+        inside_outside_objects(values, objects, where.float())

@@ -130,6 +130,11 @@ def test_mae_forward_and_reconstruct():
     # visible patches are pasted back unchanged
     vis = rec["mask"] == 0
     assert torch.allclose(patchify(rec["pasted"], p)[vis], patchify(x, p)[vis])
+    # mask_pixels marks the pixels of the masked patches: the pasted image differs from x only there
+    pix = rec["mask_pixels"]
+    assert pix.shape == (4, 32, 32) and pix.dtype == torch.bool and pix.float().mean().item() == 0.5
+    assert torch.equal(patchify(pix[:, None].expand(-1, 3, -1, -1).float(), p).amax(-1), rec["mask"].float())
+    assert torch.equal(rec["pasted"][~pix[:, None].expand(-1, 3, -1, -1)], x[~pix[:, None].expand(-1, 3, -1, -1)])
     # the ablation: mask tokens in the encoder
     mae2 = MAE(
         build_backbone("vit_tiny", INFO),

@@ -157,9 +157,10 @@ class MAE(Method):
     @torch.no_grad()
     def reconstruct(self, x, mask_ratio=None, generator=None) -> dict:
         """For pictures: x N×3×H×W → dict of images N×3×H×W (``masked``: visible patches only,
-        ``reconstruction``: prediction, ``pasted``: prediction with the visible patches pasted back)
-        and ``mask`` N×L. With normalised targets the prediction is mapped back to pixels with each
-        true patch's mean and std, as the MAE paper's figures do."""
+        ``reconstruction``: prediction, ``pasted``: prediction with the visible patches pasted back),
+        ``mask`` N×L and ``mask_pixels`` (N×H×W bool: the pixels of the masked patches). With normalised
+        targets the prediction is mapped back to pixels with each true patch's mean and std, as the MAE
+        paper's figures do (a decoder that predicts 0 then gives each masked patch its flat mean)."""
         p = self.backbone.patch_size
         latent, mask, ids_restore = self.encode(x, mask_ratio, generator)
         pred = self.decode(latent, ids_restore).float()
@@ -168,8 +169,10 @@ class MAE(Method):
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             pred = pred * (var + 1e-6).sqrt() + mean
         m = mask[..., None]
+        g = self.grid
         return {
             "mask": mask,
+            "mask_pixels": mask.bool().view(-1, g, g).repeat_interleave(p, 1).repeat_interleave(p, 2),
             "masked": unpatchify(target * (1 - m) + 0.5 * m, p).clamp(0, 1),  # masked patches grey
             "reconstruction": unpatchify(pred, p).clamp(0, 1),
             "pasted": unpatchify(target * (1 - m) + pred * m, p).clamp(0, 1),
