@@ -693,7 +693,7 @@ def inside_outside_objects(values: torch.Tensor, object_masks: torch.Tensor, whe
     for name, part in (("inside", where & object_masks), ("outside", where & ~object_masks)):
         count = part.flatten(1).sum(1)
         total = (v * part).flatten(1).sum(1)
-        out[name] = float(total.sum() / count.sum().clamp_min(1)) if count.sum() > 0 else float("nan")
+        out[name] = float(total.sum() / count.sum()) if count.sum() > 0 else float("nan")
         out[f"{name}_per_image"] = torch.where(
             count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan"))
         )

@@ -169,10 +169,9 @@ class MAE(Method):
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             pred = pred * (var + 1e-6).sqrt() + mean
         m = mask[..., None]
-        g = self.grid
         return {
             "mask": mask,
-            "mask_pixels": mask.bool().view(-1, g, g).repeat_interleave(p, 1).repeat_interleave(p, 2),
+            "mask_pixels": unpatchify(m.expand_as(target), p)[:, 0] > 0.5,  # the patch layout of unpatchify itself
             "masked": unpatchify(target * (1 - m) + 0.5 * m, p).clamp(0, 1),  # masked patches grey
             "reconstruction": unpatchify(pred, p).clamp(0, 1),
             "pasted": unpatchify(target * (1 - m) + pred * m, p).clamp(0, 1),
